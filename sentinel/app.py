@@ -1,0 +1,127 @@
+"""The pipeline, wired: sources -> store -> metrics -> rules -> alerts -> notifiers.
+
+`Sentinel.cycle(now_ms)` is one turn of it and takes the clock as a
+parameter, so the daemon (`run`), `replay`, `demo` and the tests all drive
+the same code. A failing source, a broken rule file or a notifier that cannot
+deliver is reported and the cycle goes on: nothing here may kill the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .alerts import AlertManager
+from .config import Config, SourceConfig
+from .evaluate import Evaluation, evaluate
+from .knowledge import load_knowledge
+from .rulebook import RuleBook
+from .sources import SourceError
+from .sources.demo import DemoSource, DemoTraffic
+from .sources.files import FilesSource
+from .store import IngestResult, Store
+
+log = logging.getLogger("sentinel")
+
+
+def build_source(sc: SourceConfig, *, demo_start_ms: int | None = None):
+    if sc.kind == "demo":
+        start = demo_start_ms if demo_start_ms is not None else int(time.time() * 1000) - 3600_000
+        traffic = DemoTraffic(start, seed=sc.options.get("seed", 7),
+                              calls_per_minute=sc.options.get("calls_per_minute", 250))
+        return DemoSource(sc.name, traffic)
+    if sc.kind == "files":
+        return FilesSource(sc.name, sc.options["folder"], columns=sc.options.get("columns"),
+                           settle_seconds=sc.options.get("settle_seconds", 5.0))
+    raise ValueError(f"unknown source kind {sc.kind!r}")
+
+
+@dataclass
+class CycleReport:
+    now_ms: int
+    ingested: dict[str, IngestResult] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+
+
+class Sentinel:
+    def __init__(self, config: Config, *, store: Store | None = None, sources=None,
+                 notifiers=None, on_problem: Callable[[str], None] | None = None):
+        self.config = config
+        self.store = store or Store(config.store)
+        self.sources = sources if sources is not None else [build_source(s) for s in config.sources]
+        self.rulebook = RuleBook(config.rules)
+        self.alerts = AlertManager(self.store)
+        self.notifiers = notifiers if notifiers is not None else []
+        self.on_problem = on_problem or (lambda msg: log.warning("%s", msg))
+        if config.knowledge_extra:
+            load_knowledge(tuple(config.knowledge_extra))
+        self._last_prune_ms = 0
+
+    # -- the steps ----------------------------------------------------------
+    def reload_rules(self) -> list[str]:
+        return [str(e) for e in self.rulebook.refresh()]
+
+    def pull(self, now_ms: int, report: CycleReport) -> None:
+        for src in self.sources:
+            total = IngestResult()
+            try:
+                for batch in src.pull(self.store, now_ms):
+                    res = self.store.ingest(src.name, batch.cdrs, watermark=batch.watermark,
+                                            file_mark=batch.file_mark)
+                    total.received += res.received
+                    total.new += res.new
+                    total.duplicates += res.duplicates
+                    for p in batch.problems:
+                        report.problems.append(p)
+                        self.store.record_source_event(src.name, "warning", p)
+            except SourceError as e:
+                report.problems.append(str(e))
+                self.store.record_source_event(src.name, "error", str(e))
+            except Exception as e:            # a source bug must not stop the others
+                log.exception("source %s failed", src.name)
+                msg = f"source {src.name!r} failed: {type(e).__name__}: {e}"
+                report.problems.append(msg)
+                self.store.record_source_event(src.name, "error", msg)
+            report.ingested[src.name] = total
+
+    def evaluate(self, now_ms: int) -> tuple[Evaluation, list[dict]]:
+        engine = self.rulebook.engine
+        ev = evaluate(self.store, engine, now_ms)
+        notes = self.alerts.apply(ev, engine.rules)
+        return ev, notes
+
+    def deliver(self, now_ms: int) -> int:
+        """Send what waits in the outbox; a failure leaves it there for next time."""
+        sent = 0
+        for n in self.store.pending_notifications():
+            try:
+                for notifier in self.notifiers:
+                    notifier.send(n)
+            except Exception as e:
+                self.store.mark_failed(n["id"], f"{type(e).__name__}: {e}")
+                self.on_problem(f"could not deliver notification {n['id']}: {e}")
+                break
+            self.store.mark_delivered(n["id"], now_ms)
+            sent += 1
+        return sent
+
+    def prune(self, now_ms: int) -> None:
+        if now_ms - self._last_prune_ms >= 3600_000:
+            self._last_prune_ms = now_ms
+            self.store.prune(self.config.retention_days, now_ms)
+
+    def cycle(self, now_ms: int, *, pull: bool = True) -> CycleReport:
+        report = CycleReport(now_ms)
+        for err in self.reload_rules():
+            report.problems.append(err)
+        if pull:
+            self.pull(now_ms, report)
+        report.evaluation, report.notifications = self.evaluate(now_ms)
+        self.deliver(now_ms)
+        for p in report.problems:
+            self.on_problem(p)
+        return report

@@ -1,0 +1,224 @@
+"""One normalized call attempt, read from VOS3000 column names.
+
+Every source (demo, files, MySQL, Web API) ends here: `cdr_from_record` turns a
+mapping keyed by `e_cdr` column names (or the Web API's camelCase names) into a
+`CDR`, or raises `CDRError` naming the field that is wrong. Nothing downstream
+ever sees a raw row.
+
+The `endreason` column is one mixed integer (see ../shared/reference/vos3000-cdr.md):
+three-digit positive values are SIP final responses, 1-25 are VOS3000 server end
+reasons, negative values are VOS internal reasons. We keep the raw value and derive
+the SIP code from it; the meaning of every value lives in the knowledge base.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# Column order of `e_cdr` in a MySQL 8 dump of VOS3000 (a public mysqldump);
+# headerless CSV exports use this order. Rows may stop early: only the columns up
+# to `endreason` are needed.
+E_CDR_COLUMNS = (
+    "id", "callere164", "calleraccesse164", "calleee164", "calleeaccesse164",
+    "callerip", "callerrtpip", "callercodec", "callergatewayid", "callerproductid",
+    "callertogatewaye164", "callertype", "calleeip", "calleertpip", "calleecodec",
+    "calleegatewayid", "calleeproductid", "calleetogatewaye164", "calleetype",
+    "billingmode", "calllevel", "agentfeetime", "starttime", "stoptime",
+    "callerpdd", "calleepdd", "holdtime", "callerareacode", "feetime", "fee", "tax",
+    "suitefee", "suitefeetime", "incomefee", "incometax", "customeraccount",
+    "customername", "calleeareacode", "agentfee", "agenttax", "agentsuitefee",
+    "agentsuitefeetime", "agentaccount", "agentname", "flowno", "softswitchname",
+    "softswitchcallid", "callercallid", "calleroriginalcallid", "calleecallid",
+    "calleroriginalinfo", "rtpforward", "enddirection", "endreason", "billingtype",
+    "cdrlevel", "agentcdr_id", "sipreasonheader", "recordstarttime", "transactionid",
+    "flownofirst", "additional", "dynamicValue",
+)
+
+# The Web API (GetCdr infoCdrs) spells the same fields in camelCase.
+API_ALIASES = {
+    "flowNo": "flowno", "start": "starttime", "stop": "stoptime",
+    "holdTime": "holdtime", "feeTime": "feetime", "callerE164": "callere164",
+    "calleeE164": "calleee164", "callerGateway": "callergatewayid",
+    "calleeGateway": "calleegatewayid", "account": "customeraccount",
+    "callerip": "callerip", "calleeip": "calleeip", "endDirection": "enddirection",
+    "endReason": "endreason", "callerPdd": "callerpdd", "calleePdd": "calleepdd",
+}
+
+SHORT_CALL_SECONDS = 6
+"""An answered call shorter than this counts as a short call: the usual sign of
+false answer supervision or of a route that drops audio (talk-time collapse)."""
+
+PREFIX_DIGITS = 4
+"""Destination prefix = the first digits of the callee number, international
+prefix ('+', '00') removed. Four digits separate countries and most mobile ranges."""
+
+_Q850_IN_REASON = re.compile(r"Q\.850\s*;\s*cause\s*=\s*(\d+)", re.IGNORECASE)
+
+
+class CDRError(ValueError):
+    """A row that cannot become a CDR; `field` names the offending column."""
+
+    def __init__(self, field: str, value: Any, problem: str):
+        self.field, self.value, self.problem = field, value, problem
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        super().__init__(f"field {field!r}: {problem} (got {shown})")
+
+
+@dataclass(frozen=True, slots=True)
+class CDR:
+    flowno: int
+    start_ms: int          # answer time, epoch ms UTC (0 when never answered)
+    stop_ms: int           # end of the attempt, epoch ms UTC: windows use this
+    talk_s: int            # holdtime
+    billed_s: int          # feetime
+    caller: str
+    callee: str
+    ingress: str           # callergatewayid: the customer side
+    egress: str            # calleegatewayid: the vendor / termination side
+    account: str           # customeraccount
+    caller_ip: str
+    callee_ip: str
+    pdd_ms: int | None
+    end_direction: int | None
+    end_reason: int        # raw, mixed field
+    q850: int | None = None  # from a `Reason: Q.850;cause=N` header when present
+
+    @property
+    def sip_code(self) -> int | None:
+        return sip_code_of(self.end_reason)
+
+    @property
+    def answered(self) -> bool:
+        return is_answered(self.talk_s, self.end_reason)
+
+    @property
+    def prefix(self) -> str:
+        return destination_prefix(self.callee)
+
+
+def sip_code_of(end_reason: int) -> int | None:
+    """The SIP final response an end reason stands for, if it is one."""
+    return end_reason if 100 <= end_reason <= 699 else None
+
+
+def is_answered(talk_s: int, end_reason: int) -> bool:
+    """Answered = the call got talk time or a 2xx final response.
+
+    Talk time counts even when the end reason is not 200: a call cut for balance
+    (end reason 8) after five minutes was answered.
+    """
+    return talk_s > 0 or 200 <= end_reason <= 299
+
+
+def destination_prefix(number: str, digits: int = PREFIX_DIGITS) -> str:
+    n = number.strip()
+    if n.startswith("+"):
+        n = n[1:]
+    elif n.startswith("00"):
+        n = n[2:]
+    n = "".join(ch for ch in n if ch.isdigit())
+    return n[:digits]
+
+
+def _text(rec: Mapping[str, Any], col: str) -> str:
+    v = rec.get(col)
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return str(v).strip()
+
+
+def _int(rec: Mapping[str, Any], col: str, *, required: bool = False) -> int | None:
+    v = rec.get(col)
+    if v is None or (isinstance(v, str) and v.strip() in ("", "NULL", "\\N")):
+        if required:
+            raise CDRError(col, v, "is missing")
+        return None
+    if isinstance(v, bool):
+        raise CDRError(col, v, "is not a number")
+    if isinstance(v, int):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise CDRError(col, v, "is not a number") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise CDRError(col, v, "is not a finite number")
+    if not f.is_integer():
+        raise CDRError(col, v, "is not a whole number")
+    return int(f)
+
+
+def canonical_keys(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Lower-case `e_cdr` names; Web API camelCase names translated."""
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        out[API_ALIASES.get(k, k.lower())] = v
+    return out
+
+
+def cdr_from_record(rec: Mapping[str, Any]) -> CDR:
+    """Build a CDR from a mapping keyed by `e_cdr` column names.
+
+    Raises CDRError for rows that cannot be trusted: no flowno or stoptime,
+    text where a number belongs, negative talk time, a stop before the start.
+    Optional columns that older installations lack are simply absent.
+    """
+    flowno = _int(rec, "flowno", required=True)
+    stop = _int(rec, "stoptime", required=True)
+    if stop <= 0:
+        raise CDRError("stoptime", rec.get("stoptime"), "is not a positive epoch-ms time")
+    start = _int(rec, "starttime") or 0
+    if start < 0:
+        raise CDRError("starttime", rec.get("starttime"), "is negative")
+    if start and start > stop:
+        raise CDRError("stoptime", rec.get("stoptime"), f"is before starttime {start}")
+    talk = _int(rec, "holdtime") or 0
+    if talk < 0:
+        raise CDRError("holdtime", rec.get("holdtime"), "talk time is negative")
+    billed = _int(rec, "feetime") or 0
+    if billed < 0:
+        raise CDRError("feetime", rec.get("feetime"), "billed time is negative")
+    end_reason = _int(rec, "endreason", required=True)
+    pdd = _int(rec, "calleepdd")
+    if not pdd:
+        pdd = _int(rec, "callerpdd") or _int(rec, "pdd")
+    if pdd is not None and pdd < 0:
+        raise CDRError("calleepdd", pdd, "post-dial delay is negative")
+    reason_header = _text(rec, "sipreasonheader")
+    m = _Q850_IN_REASON.search(reason_header) if reason_header else None
+    return CDR(
+        flowno=flowno,
+        start_ms=start,
+        stop_ms=stop,
+        talk_s=talk,
+        billed_s=billed,
+        caller=_text(rec, "callere164"),
+        callee=_text(rec, "calleee164"),
+        ingress=_text(rec, "callergatewayid"),
+        egress=_text(rec, "calleegatewayid"),
+        account=_text(rec, "customeraccount"),
+        caller_ip=_text(rec, "callerip"),
+        callee_ip=_text(rec, "calleeip"),
+        pdd_ms=pdd or None,
+        end_direction=_int(rec, "enddirection"),
+        end_reason=end_reason,
+        q850=int(m.group(1)) if m else None,
+    )
+
+
+def record_from_cdr(c: CDR) -> dict[str, Any]:
+    """The inverse, in `e_cdr` names: used to write demo traffic as VOS exports."""
+    return {
+        "flowno": c.flowno, "starttime": c.start_ms, "stoptime": c.stop_ms,
+        "holdtime": c.talk_s, "feetime": c.billed_s, "callere164": c.caller,
+        "calleee164": c.callee, "callergatewayid": c.ingress,
+        "calleegatewayid": c.egress, "customeraccount": c.account,
+        "callerip": c.caller_ip, "calleeip": c.callee_ip,
+        "calleepdd": c.pdd_ms or 0, "enddirection": c.end_direction,
+        "endreason": c.end_reason,
+        "sipreasonheader": f"Q.850;cause={c.q850}" if c.q850 else "",
+    }

@@ -1,0 +1,187 @@
+"""`sentinel` command line: a thin layer over the library.
+
+    sentinel run [--once]           the daemon: pull, evaluate, notify every interval
+    sentinel check [PATH]           validate the config and the rules (or PATH)
+    sentinel replay --from --to     what the rules would have raised over stored CDRs
+    sentinel demo                   a few hours of demo traffic with incidents, in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .app import CycleReport, Sentinel
+from .config import Config, ConfigError, load_config
+from .notifiers.terminal import TerminalNotifier, fmt_time
+from .rules import load_rules
+
+log = logging.getLogger("sentinel")
+
+
+def _config(args) -> Config:
+    path = args.config
+    if path is None and Path("sentinel.toml").exists():
+        path = "sentinel.toml"
+    return load_config(path)
+
+
+def _parse_time(text: str, tz) -> int:
+    """ISO date-time, in the configured time zone unless it carries its own."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"sentinel: cannot read time {text!r}; write e.g. 2026-11-21T10:00") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=tz)
+    return int(t.timestamp() * 1000)
+
+
+# -- check ------------------------------------------------------------------
+
+def cmd_check(args) -> int:
+    ok = True
+    if args.path is None:
+        try:
+            cfg = _config(args)
+            print(f"config: {cfg.path or '(defaults)'} ok")
+        except ConfigError as e:
+            print(f"config: {e}", file=sys.stderr)
+            return 1
+        target = cfg.rules
+    else:
+        target = args.path
+    loaded = load_rules(target)
+    for e in loaded.errors:
+        print(f"error: {e}", file=sys.stderr)
+        ok = False
+    print(f"rules: {len(loaded.rules)} rules in {len(loaded.files)} files, "
+          f"{len(loaded.errors)} errors")
+    if ok and loaded.rules:
+        from .engine import RuleEngine
+        RuleEngine(loaded.rules).close()      # compiles: durable_rules accepts them
+    return 0 if ok else 1
+
+
+# -- run --------------------------------------------------------------------
+
+def _notifiers(cfg: Config):
+    return [TerminalNotifier(cfg.tz)]
+
+
+def cmd_run(args) -> int:
+    cfg = _config(args)
+    app = Sentinel(cfg, notifiers=_notifiers(cfg))
+    if args.once:
+        report = app.cycle(int(time.time() * 1000))
+        n = sum(r.new for r in report.ingested.values())
+        print(f"one cycle: {n} new CDRs, {len(report.notifications)} notifications, "
+              f"{len(report.problems)} problems", file=sys.stderr)
+        return 0
+
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    def job():
+        try:
+            app.prune(int(time.time() * 1000))
+            app.cycle(int(time.time() * 1000))
+        except Exception:           # one bad cycle must not end the daemon
+            log.exception("evaluation cycle failed")
+
+    sched = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1,
+                                            "misfire_grace_time": cfg.interval_s})
+    sched.add_job(job, IntervalTrigger(seconds=cfg.interval_s), next_run_time=datetime.now().astimezone(),
+                  id="cycle", name="pull and evaluate")
+    log.info("sentinel running: %d sources, rules from %s, every %ss",
+             len(app.sources), cfg.rules, cfg.interval_s)
+    try:
+        sched.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    return 0
+
+
+# -- replay -----------------------------------------------------------------
+
+def cmd_replay(args) -> int:
+    from .replay import replay
+    cfg = _config(args)
+    start = _parse_time(args.start, cfg.tz)
+    end = _parse_time(args.end, cfg.tz)
+    app = Sentinel(cfg, notifiers=[])
+    if args.pull:
+        report = CycleReport(end)
+        app.pull(end, report)
+        for problem in report.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    events = replay(app.store, cfg.rules, start, end, step_s=args.step or cfg.interval_s)
+    for e in events:
+        if args.json:
+            print(json.dumps(e, sort_keys=True))
+        else:
+            print(f"{fmt_time(e['at_ms'], cfg.tz)}  {e['kind'].upper():8}  {e['rule_id']:28} "
+                  f"{e['group'] or '(all)':18} {e.get('value', '')}")
+    if not args.json:
+        print(f"{len(events)} events", file=sys.stderr)
+    return 0
+
+
+# -- demo -------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    cfg = _config(args)
+    summary = run_demo(cfg, hours=args.hours, out=sys.stdout, store_path=args.store)
+    return 0 if summary.all_caught else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sentinel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help="config file (default: ./sentinel.toml if present)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="pull CDRs, evaluate the rules, notify, every interval")
+    r.add_argument("--once", action="store_true", help="one cycle, then exit")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate the config and the rules")
+    c.add_argument("path", nargs="?", help="a rule file or folder (default: the configured rules)")
+    c.set_defaults(func=cmd_check)
+
+    rp = sub.add_parser("replay", help="evaluate the rules over stored CDRs as they would have run")
+    rp.add_argument("--from", dest="start", required=True, help="start, e.g. 2026-11-21T08:00")
+    rp.add_argument("--to", dest="end", required=True, help="end, e.g. 2026-11-21T12:00")
+    rp.add_argument("--step", type=int, help="seconds between evaluations (default: the interval)")
+    rp.add_argument("--pull", action="store_true", help="pull the sources first")
+    rp.add_argument("--json", action="store_true", help="one JSON alert event per line")
+    rp.set_defaults(func=cmd_replay)
+
+    d = sub.add_parser("demo", help="replay a few hours of demo traffic with incidents")
+    d.add_argument("--hours", type=float, default=5.0)
+    d.add_argument("--store", help="keep the demo store in this file (default: in memory)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"sentinel: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

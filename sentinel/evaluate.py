@@ -1,0 +1,133 @@
+"""One evaluation: the window's aggregates become facts, the engine judges them.
+
+`evaluate(store, engine, now_ms)` is a pure read of the store: it returns what
+every rule sees for every group, and which of those the rules matched. The
+clock is a parameter, so `run`, `replay`, `demo` and the tests share it.
+
+Windows are whole closed minutes ending at the minute that contains `now`:
+a window of 5m evaluated at 10:07:30 covers 10:02:00-10:07:00.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from .engine import RuleEngine
+from .metrics import GroupStats, group_stats
+from .rules import Baseline, Rule
+from .store import Store
+
+_cycle = itertools.count(1)
+GLOBAL_GROUP = ""
+
+
+@dataclass
+class Observation:
+    """What one rule saw of one group in one evaluation."""
+    rule: Rule
+    group: str
+    value: float | None
+    baseline: float | None
+    calls: int
+    base_calls: float
+    matched: bool
+    stats: GroupStats
+
+    @property
+    def judged(self) -> bool:
+        """Enough data to say yes or no: no data is not recovery."""
+        return self.calls >= self.rule.min_calls and self.base_calls >= self.rule.min_baseline_calls
+
+
+@dataclass
+class Evaluation:
+    now_ms: int
+    window_end_minute: int
+    observations: dict[str, dict[str, Observation]] = field(default_factory=dict)  # rule -> group -> obs
+
+    def matched(self) -> list[Observation]:
+        return [o for by_group in self.observations.values() for o in by_group.values() if o.matched]
+
+
+def window_bounds(now_ms: int, window_min: int) -> tuple[int, int]:
+    end = now_ms // 60000
+    return end - window_min, end
+
+
+def baseline_bounds(now_ms: int, window_min: int, baseline: Baseline) -> tuple[int, int, float]:
+    """(start, end, scale): counts over the baseline are multiplied by scale so
+    that they are comparable with counts over the window."""
+    start, end = window_bounds(now_ms, window_min)
+    if baseline.kind == "yesterday":
+        return start - 1440, end - 1440, 1.0
+    return start - baseline.minutes, start, window_min / baseline.minutes
+
+
+class StatsCache:
+    """Reads each (dimension, span) once per evaluation, however many rules use it."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cache: dict[tuple[str, int, int], dict[str, GroupStats]] = {}
+
+    def get(self, dim: str, start: int, end: int) -> dict[str, GroupStats]:
+        key = (dim, start, end)
+        if key not in self._cache:
+            self._cache[key] = group_stats(self.store.window_rollups(dim, start, end))
+        return self._cache[key]
+
+
+def evaluate(store: Store, engine: RuleEngine, now_ms: int,
+             cache: StatsCache | None = None) -> Evaluation:
+    cache = cache or StatsCache(store)
+    cycle = next(_cycle)
+    result = Evaluation(now_ms=now_ms, window_end_minute=now_ms // 60000)
+    empty = GroupStats()
+    for key in engine.fact_keys:
+        dim, window_min, baseline = key
+        rules = engine.rules_for(key)
+        start, end = window_bounds(now_ms, window_min)
+        window = cache.get(dim, start, end)
+        base: dict[str, GroupStats] = {}
+        scale = 1.0
+        if baseline is not None:
+            b_start, b_end, scale = baseline_bounds(now_ms, window_min, baseline)
+            base = cache.get(dim, b_start, b_end)
+        groups = set(window) | set(base)
+        if dim == "global":
+            groups.add(GLOBAL_GROUP)
+        measures = {r.measure.field: r.measure for r in rules}
+        facts = []
+        per_group: dict[str, tuple[GroupStats, GroupStats | None, dict, dict]] = {}
+        for g in groups:
+            w = window.get(g, empty)
+            b = base.get(g) if baseline is not None else None
+            fact = {"gid": g, "cyc": cycle, "calls": w.calls}
+            values, base_values = {}, {}
+            if baseline is not None:
+                fact["base_calls"] = (b.calls if b else 0) * scale
+            for fname, m in measures.items():
+                v = m.value(w)
+                values[fname] = v
+                if v is not None:
+                    fact[fname] = v
+                if baseline is not None:
+                    bv = m.value(b) if b else (0.0 if m.is_count else None)
+                    if bv is not None and m.is_count:
+                        bv *= scale
+                    base_values[fname] = bv
+                    if bv is not None:
+                        fact["base_" + fname] = bv
+            facts.append(fact)
+            per_group[g] = (w, b, values, base_values)
+        matched = set(engine.judge(key, facts))
+        for r in rules:
+            by_group = result.observations.setdefault(r.id, {})
+            f = r.measure.field
+            for g, (w, b, values, base_values) in per_group.items():
+                by_group[g] = Observation(
+                    rule=r, group=g, value=values[f], baseline=base_values.get(f),
+                    calls=w.calls, base_calls=(b.calls * scale if b else 0.0),
+                    matched=(r.id, g) in matched, stats=w)
+    return result

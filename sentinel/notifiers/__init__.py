@@ -1,0 +1,1 @@
+"""Where alerts go: the terminal (no Slack configured) and Slack."""

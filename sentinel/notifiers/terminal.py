@@ -1,0 +1,75 @@
+"""Alerts printed to a terminal: what Sentinel does when no Slack is configured.
+
+Readable at a glance: a coloured state word, the title, the figures it rests
+on, then the diagnosis and the fixes. Times in the operator's time zone.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+_COLOURS = {"firing": "\033[1;31m", "resolved": "\033[1;32m", "reset": "\033[0m"}
+
+
+def fmt_time(ms: int | None, tz: ZoneInfo, with_date: bool = True) -> str:
+    if ms is None:
+        return "?"
+    t = datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone(tz)
+    return t.strftime("%Y-%m-%d %H:%M %Z" if with_date else "%H:%M")
+
+
+def fmt_duration(ms: int) -> str:
+    minutes = round(ms / 60000)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def format_notification(p: dict, tz: ZoneInfo, colour: bool = False) -> str:
+    kind = p["kind"]
+    word = kind.upper()
+    if colour:
+        word = _COLOURS.get(kind, "") + word + _COLOURS["reset"]
+    sev = p.get("severity", "")
+    lines = []
+    if kind == "resolved":
+        dur = ""
+        if p.get("fired_ms") and p.get("resolved_ms"):
+            dur = f", fired for {fmt_duration(p['resolved_ms'] - p['fired_ms'])}"
+        lines.append(f"{word} [{sev}] {p['title']}  at {fmt_time(p.get('resolved_ms'), tz)}{dur}")
+        if p.get("note"):
+            lines.append(f"  {p['note']}")
+        elif p.get("value_raw") is not None:
+            lines.append(f"  now {p['measure']} = {p['value']} ({p['calls']} calls in {p['window']})")
+        return "\n".join(lines)
+    lines.append(f"{word} [{sev}] {p['title']}  at {fmt_time(p.get('fired_ms'), tz)}")
+    where = p["group"] if p.get("group_by") == "global" else f"{p['dimension']} {p['group']}"
+    baseline = "" if p.get("baseline") in (None, "n/a") else f"; baseline {p['baseline']}"
+    lines.append(f"  {where}  |  {p['measure']} = {p['value']} (fires when {p['threshold']}"
+                 f"{baseline})  |  {p['calls']} calls in {p['window']}")
+    lines.append(f"  Diagnosis: {p['diagnosis']}")
+    if p.get("fixes"):
+        lines.append("  What to do:")
+        lines += [f"    - {f}" for f in p["fixes"]]
+    if p.get("top_reasons"):
+        tops = ", ".join(f"{t['end_reason']} {t['name']} {t['share']:.0f}%" for t in p["top_reasons"])
+        lines.append(f"  Top end reasons: {tops}")
+    lines.append(f"  rule {p['rule_id']}")
+    return "\n".join(lines)
+
+
+class TerminalNotifier:
+    name = "terminal"
+
+    def __init__(self, tz: ZoneInfo, stream: TextIO | None = None):
+        self.tz = tz
+        self.stream = stream or sys.stdout
+        self.colour = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def send(self, notification: dict) -> None:
+        print(format_notification(notification["payload"], self.tz, self.colour),
+              file=self.stream, flush=True)
+        print(file=self.stream)

@@ -1,0 +1,393 @@
+"""The embedded store: SQLite through sqlite-utils, in WAL mode.
+
+What lives here and why:
+- `cdr`: every call attempt, keyed by flowno, so reading the same rows twice
+  (an overlapping pull, a re-dropped file) never counts a call twice.
+- `rollup`: per-minute aggregates per dimension value and end reason. A window
+  is a sum of a few rollup rows whatever the call volume, so evaluating the
+  whole rule pack costs in proportion to the number of groups, not of calls.
+  Rollups are recomputed from the raw rows for every minute a batch touches,
+  which keeps them idempotent.
+- `watermark`, `file_seen`: where each source stopped, saved in the same
+  transaction as the rows it covers, so a restart neither skips nor re-reads.
+- `alert`, `outbox`: alert state and the notifications it produced, written
+  together so a crash never loses or doubles a message.
+
+WAL lets evaluation read while ingest or pruning writes; pruning deletes in
+small chunks so it never holds the write lock for long.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+from .cdr import CDR, PREFIX_DIGITS, SHORT_CALL_SECONDS, destination_prefix
+
+# Dimension name -> column of `cdr` it groups by. "global" groups everything.
+DIMENSIONS: dict[str, str | None] = {
+    "global": None,
+    "egress": "egress",
+    "ingress": "ingress",
+    "account": "account",
+    "prefix": "prefix",
+    "caller_ip": "caller_ip",
+}
+
+# Upper bounds (ms) of the PDD histogram buckets; the last bucket is open.
+# p95 over a window is read from this histogram, as Prometheus does.
+PDD_BUCKETS_MS = (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 15000, 20000, 30000)
+N_PDD_BUCKETS = len(PDD_BUCKETS_MS) + 1
+
+_CDR_COLUMNS = (
+    "flowno", "start_ms", "stop_ms", "minute", "talk_s", "billed_s", "caller",
+    "callee", "ingress", "egress", "account", "prefix", "caller_ip", "callee_ip",
+    "pdd_ms", "pdd_bucket", "end_direction", "end_reason", "q850", "answered",
+    "source",
+)
+
+_ROLLUP_SUMS = (
+    "calls", "answered", "talk_s", "short_calls", "pdd_n", "pdd_sum",
+) + tuple(f"pdd_h{i}" for i in range(N_PDD_BUCKETS))
+
+
+def pdd_bucket(pdd_ms: int | None) -> int | None:
+    if not pdd_ms:
+        return None
+    for i, bound in enumerate(PDD_BUCKETS_MS):
+        if pdd_ms <= bound:
+            return i
+    return len(PDD_BUCKETS_MS)
+
+
+@dataclass
+class IngestResult:
+    received: int = 0
+    new: int = 0
+    duplicates: int = 0
+    minutes_touched: int = 0
+
+
+@dataclass
+class RollupRow:
+    """Sums for one (group, end reason) over a span of minutes."""
+    group: str
+    end_reason: int
+    calls: int
+    answered: int
+    talk_s: int
+    short_calls: int
+    pdd_n: int
+    pdd_sum: int
+    pdd_hist: tuple[int, ...] = field(default_factory=tuple)
+
+
+class Store:
+    """All persistence. One instance per process; safe across threads.
+
+    sqlite connections are used from the scheduler's job thread and the bot's
+    threads, so we open with check_same_thread=False and serialise writes
+    with a lock (SQLite allows one writer anyway).
+    """
+
+    def __init__(self, path: str | Path = ":memory:"):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                               isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        self._write_lock = threading.RLock()
+        self._create_schema()
+
+    # -- schema -------------------------------------------------------------
+    def _create_schema(self) -> None:
+        db = self.db
+        if "cdr" not in db.table_names():
+            db["cdr"].create({
+                "flowno": int, "start_ms": int, "stop_ms": int, "minute": int,
+                "talk_s": int, "billed_s": int, "caller": str, "callee": str,
+                "ingress": str, "egress": str, "account": str, "prefix": str,
+                "caller_ip": str, "callee_ip": str, "pdd_ms": int, "pdd_bucket": int,
+                "end_direction": int, "end_reason": int, "q850": int, "answered": int,
+                "source": str,
+            }, pk="flowno")
+            # Window queries and rollup recomputation go by minute: cost follows
+            # the window, not the history.
+            db["cdr"].create_index(["minute"], if_not_exists=True)
+        if "rollup" not in db.table_names():
+            cols = ", ".join(f"{c} INTEGER NOT NULL" for c in _ROLLUP_SUMS)
+            db.execute(f"""
+                CREATE TABLE rollup (
+                    dim TEXT NOT NULL, minute INTEGER NOT NULL, grp TEXT NOT NULL,
+                    end_reason INTEGER NOT NULL, {cols},
+                    PRIMARY KEY (dim, minute, grp, end_reason)
+                ) WITHOUT ROWID""")
+        if "watermark" not in db.table_names():
+            db["watermark"].create({"source": str, "value": str, "updated_ms": int},
+                                   pk="source")
+        if "file_seen" not in db.table_names():
+            db["file_seen"].create({"source": str, "name": str, "size": int,
+                                    "mtime_ns": int, "rows": int, "bad_rows": int,
+                                    "read_ms": int}, pk=("source", "name", "size", "mtime_ns"))
+        if "source_event" not in db.table_names():
+            db["source_event"].create({"id": int, "source": str, "at_ms": int,
+                                       "level": str, "message": str}, pk="id")
+        if "alert" not in db.table_names():
+            db["alert"].create({
+                "rule_id": str, "grp": str, "state": str, "active_since_ms": int,
+                "fired_ms": int, "resolved_ms": int, "last_eval_ms": int,
+                "value": float, "detail": str,
+            }, pk=("rule_id", "grp"))
+        if "outbox" not in db.table_names():
+            db["outbox"].create({
+                "id": int, "created_ms": int, "kind": str, "rule_id": str, "grp": str,
+                "payload": str, "delivered_ms": int, "attempts": int, "error": str,
+            }, pk="id")
+            db["outbox"].create_index(["delivered_ms"], if_not_exists=True)
+
+    # -- ingest -------------------------------------------------------------
+    def ingest(self, source: str, cdrs: Iterable[CDR], *, watermark: Any = None,
+               file_mark: tuple[str, int, int, int, int] | None = None) -> IngestResult:
+        """Store a batch in one transaction: rows, rollups, watermark, file mark.
+
+        Duplicates (same flowno) are ignored. Rollups of every minute the batch
+        touched are recomputed from the raw rows, so they are exact whatever
+        overlapped. `file_mark` is (name, size, mtime_ns, rows, bad_rows).
+        """
+        rows = []
+        minutes: set[int] = set()
+        for c in cdrs:
+            minute = c.stop_ms // 60000
+            minutes.add(minute)
+            rows.append((
+                c.flowno, c.start_ms, c.stop_ms, minute, c.talk_s, c.billed_s,
+                c.caller, c.callee, c.ingress, c.egress, c.account,
+                destination_prefix(c.callee, PREFIX_DIGITS), c.caller_ip, c.callee_ip,
+                c.pdd_ms, pdd_bucket(c.pdd_ms), c.end_direction, c.end_reason, c.q850,
+                1 if c.answered else 0, source,
+            ))
+        result = IngestResult(received=len(rows))
+        conn = self.db.conn
+        placeholders = ", ".join("?" * len(_CDR_COLUMNS))
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO cdr ({', '.join(_CDR_COLUMNS)}) VALUES ({placeholders})",
+                    rows)
+                result.new = conn.total_changes - before
+                result.duplicates = result.received - result.new
+                if result.new:
+                    self._recompute_rollups(sorted(minutes))
+                    result.minutes_touched = len(minutes)
+                now_ms = int(time.time() * 1000)
+                if watermark is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO watermark (source, value, updated_ms) VALUES (?, ?, ?)",
+                        (source, json.dumps(watermark), now_ms))
+                if file_mark is not None:
+                    name, size, mtime_ns, nrows, bad = file_mark
+                    conn.execute(
+                        "INSERT OR REPLACE INTO file_seen VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (source, name, size, mtime_ns, nrows, bad, now_ms))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return result
+
+    def _recompute_rollups(self, minutes: Sequence[int]) -> None:
+        conn = self.db.conn
+        hist = ", ".join(f"sum(pdd_bucket IS {i})" for i in range(N_PDD_BUCKETS))
+        sums = (f"count(*), sum(answered), sum(talk_s), "
+                f"sum(answered AND talk_s < {SHORT_CALL_SECONDS}), count(pdd_ms), "
+                f"coalesce(sum(pdd_ms), 0), {hist}")
+        for lo, hi in _runs(minutes):
+            conn.execute("DELETE FROM rollup WHERE minute BETWEEN ? AND ?", (lo, hi))
+            for dim, col in DIMENSIONS.items():
+                grp = col or "''"
+                # A call that never reached a vendor has no egress gateway: it
+                # counts globally but forms no "" group in that dimension.
+                skip_empty = f"AND {col} <> ''" if col else ""
+                conn.execute(
+                    f"INSERT INTO rollup (dim, minute, grp, end_reason, {', '.join(_ROLLUP_SUMS)}) "
+                    f"SELECT '{dim}', minute, {grp}, end_reason, {sums} FROM cdr "
+                    f"WHERE minute BETWEEN ? AND ? {skip_empty} GROUP BY minute, {grp}, end_reason",
+                    (lo, hi))
+
+    # -- reads for metrics --------------------------------------------------
+    def window_rollups(self, dim: str, start_minute: int, end_minute: int) -> list[RollupRow]:
+        """Sums per (group, end reason) over minutes [start_minute, end_minute)."""
+        if dim not in DIMENSIONS:
+            raise ValueError(f"unknown dimension {dim!r}")
+        sums = ", ".join(f"sum({c})" for c in _ROLLUP_SUMS)
+        cur = self.db.conn.execute(
+            f"SELECT grp, end_reason, {sums} FROM rollup "
+            f"WHERE dim = ? AND minute >= ? AND minute < ? GROUP BY grp, end_reason",
+            (dim, start_minute, end_minute))
+        return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(r[8:]))
+                for r in cur]
+
+    def latest_minute(self) -> int | None:
+        row = self.db.conn.execute("SELECT max(minute) FROM cdr").fetchone()
+        return row[0]
+
+    def earliest_minute(self) -> int | None:
+        row = self.db.conn.execute("SELECT min(minute) FROM cdr").fetchone()
+        return row[0]
+
+    def count_cdrs(self) -> int:
+        return self.db.conn.execute("SELECT count(*) FROM cdr").fetchone()[0]
+
+    def cdrs_between(self, start_ms: int, end_ms: int) -> Iterator[sqlite3.Row]:
+        cur = self.db.conn.execute(
+            "SELECT * FROM cdr WHERE minute >= ? AND minute <= ? AND stop_ms >= ? AND stop_ms < ? "
+            "ORDER BY stop_ms", (start_ms // 60000, end_ms // 60000, start_ms, end_ms))
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row))
+
+    # -- source bookkeeping -------------------------------------------------
+    def watermark(self, source: str) -> Any:
+        row = self.db.conn.execute("SELECT value FROM watermark WHERE source = ?",
+                                   (source,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def watermarks(self) -> dict[str, tuple[Any, int]]:
+        return {s: (json.loads(v), u) for s, v, u in
+                self.db.conn.execute("SELECT source, value, updated_ms FROM watermark")}
+
+    def file_already_read(self, source: str, name: str, size: int, mtime_ns: int) -> bool:
+        return self.db.conn.execute(
+            "SELECT 1 FROM file_seen WHERE source=? AND name=? AND size=? AND mtime_ns=?",
+            (source, name, size, mtime_ns)).fetchone() is not None
+
+    def record_source_event(self, source: str, level: str, message: str,
+                            at_ms: int | None = None) -> None:
+        at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
+        with self._write_lock:
+            self.db.conn.execute(
+                "INSERT INTO source_event (source, at_ms, level, message) VALUES (?, ?, ?, ?)",
+                (source, at_ms, level, message))
+
+    def source_events(self, source: str | None = None, limit: int = 50) -> list[dict]:
+        sql = "SELECT source, at_ms, level, message FROM source_event"
+        args: tuple = ()
+        if source:
+            sql += " WHERE source = ?"
+            args = (source,)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [dict(zip(("source", "at_ms", "level", "message"), r))
+                for r in self.db.conn.execute(sql, args + (limit,))]
+
+    # -- retention ----------------------------------------------------------
+    def prune(self, retention_days: float, now_ms: int, chunk: int = 20000) -> int:
+        """Delete CDRs and rollups older than the retention, a chunk at a time.
+
+        Each chunk is its own short transaction, so ingest and evaluation are
+        never held up for more than one chunk's delete.
+        """
+        cutoff_minute = int((now_ms - retention_days * 86_400_000) // 60000)
+        deleted = 0
+        while True:
+            with self._write_lock:
+                cur = self.db.conn.execute(
+                    "DELETE FROM cdr WHERE flowno IN (SELECT flowno FROM cdr WHERE minute < ? LIMIT ?)",
+                    (cutoff_minute, chunk))
+            deleted += cur.rowcount
+            if cur.rowcount < chunk:
+                break
+        with self._write_lock:
+            self.db.conn.execute("DELETE FROM rollup WHERE minute < ?", (cutoff_minute,))
+            self.db.conn.execute("DELETE FROM source_event WHERE at_ms < ?",
+                                 (cutoff_minute * 60000,))
+            self.db.conn.execute(
+                "DELETE FROM outbox WHERE delivered_ms IS NOT NULL AND delivered_ms < ?",
+                (cutoff_minute * 60000,))
+        return deleted
+
+    # -- alerts and outbox --------------------------------------------------
+    def alerts(self, rule_id: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM alert", ()
+        if rule_id is not None:
+            sql, args = sql + " WHERE rule_id = ?", (rule_id,)
+        cur = self.db.conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    def save_alert_changes(self, alerts: Sequence[dict], notifications: Sequence[dict]) -> None:
+        """Persist state changes and the notifications they cause atomically."""
+        conn = self.db.conn
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for a in alerts:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO alert (rule_id, grp, state, active_since_ms, "
+                        "fired_ms, resolved_ms, last_eval_ms, value, detail) "
+                        "VALUES (:rule_id, :grp, :state, :active_since_ms, :fired_ms, "
+                        ":resolved_ms, :last_eval_ms, :value, :detail)", a)
+                for n in notifications:
+                    conn.execute(
+                        "INSERT INTO outbox (created_ms, kind, rule_id, grp, payload, attempts) "
+                        "VALUES (?, ?, ?, ?, ?, 0)",
+                        (n["created_ms"], n["kind"], n["rule_id"], n["grp"],
+                         json.dumps(n["payload"])))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def pending_notifications(self, limit: int = 500) -> list[dict]:
+        cur = self.db.conn.execute(
+            "SELECT id, created_ms, kind, rule_id, grp, payload, attempts FROM outbox "
+            "WHERE delivered_ms IS NULL ORDER BY id LIMIT ?", (limit,))
+        out = []
+        for r in cur:
+            d = dict(zip(("id", "created_ms", "kind", "rule_id", "grp", "payload", "attempts"), r))
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
+
+    def mark_delivered(self, outbox_id: int, at_ms: int) -> None:
+        with self._write_lock:
+            self.db.conn.execute("UPDATE outbox SET delivered_ms = ?, error = NULL WHERE id = ?",
+                                 (at_ms, outbox_id))
+
+    def mark_failed(self, outbox_id: int, error: str) -> None:
+        with self._write_lock:
+            self.db.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, error = ? WHERE id = ?",
+                (error, outbox_id))
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def _runs(sorted_minutes: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Collapse sorted minutes into (first, last) runs of consecutive minutes."""
+    it = iter(sorted_minutes)
+    try:
+        lo = hi = next(it)
+    except StopIteration:
+        return
+    for m in it:
+        if m == hi + 1:
+            hi = m
+        else:
+            yield lo, hi
+            lo = hi = m
+    yield lo, hi
