@@ -9,33 +9,25 @@ deliver is reported and the cycle goes on: nothing here may kill the daemon.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .alerts import AlertManager
-from .config import Config, SourceConfig
+from .config import Config, ConfigError, SourceConfig
 from .evaluate import Evaluation, evaluate
 from .knowledge import load_knowledge
 from .rulebook import RuleBook
-from .sources import SourceError
-from .sources.demo import DemoSource, DemoTraffic
-from .sources.files import FilesSource
+from .sources import SourceError, source_class
 from .store import IngestResult, Store
 
 log = logging.getLogger("sentinel")
 
 
-def build_source(sc: SourceConfig, *, demo_start_ms: int | None = None):
-    if sc.kind == "demo":
-        start = demo_start_ms if demo_start_ms is not None else int(time.time() * 1000) - 3600_000
-        traffic = DemoTraffic(start, seed=sc.options.get("seed", 7),
-                              calls_per_minute=sc.options.get("calls_per_minute", 250))
-        return DemoSource(sc.name, traffic)
-    if sc.kind == "files":
-        return FilesSource(sc.name, sc.options["folder"], columns=sc.options.get("columns"),
-                           settle_seconds=sc.options.get("settle_seconds", 5.0))
-    raise ValueError(f"unknown source kind {sc.kind!r}")
+def build_source(sc: SourceConfig):
+    try:
+        return source_class(sc.kind).from_options(sc.name, sc.options, sc.base_dir)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"source {sc.name!r}: {e}") from None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .rules import parse_duration
+from .sources import SOURCE_KINDS, source_class
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -36,6 +37,7 @@ class SourceConfig:
     name: str
     kind: str                          # demo | files
     options: dict[str, Any] = field(default_factory=dict)
+    base_dir: str | None = None          # relative paths in options start here
 
 
 @dataclass
@@ -57,12 +59,6 @@ class Config:
 
 _TOP_KEYS = {"store", "rules", "interval", "retention_days", "timezone", "source",
              "knowledge", "slack", "bot"}
-_SOURCE_KEYS = {
-    "demo": {"name", "kind", "seed", "calls_per_minute"},
-    "files": {"name", "kind", "folder", "columns", "settle_seconds"},
-}
-
-
 def load_config(path: str | Path | None) -> Config:
     """Read the config file (or return the defaults when `path` is None)."""
     cfg = Config()
@@ -113,23 +109,20 @@ def load_config(path: str | Path | None) -> Config:
         names = set()
         for i, s in enumerate(raw_sources):
             kind = s.get("kind")
-            if kind not in _SOURCE_KEYS:
+            if kind not in SOURCE_KINDS:
                 raise ConfigError(f"{p}: source #{i + 1}: kind must be one of "
-                                  + ", ".join(_SOURCE_KEYS))
+                                  + ", ".join(SOURCE_KINDS))
             name = s.get("name", kind)
             if name in names:
                 raise ConfigError(f"{p}: source {name!r}: the name is used twice")
             names.add(name)
-            bad = set(s) - _SOURCE_KEYS[kind]
+            known = set(source_class(kind).OPTIONS)
+            bad = set(s) - known - {"name", "kind"}
             if bad:
                 raise ConfigError(f"{p}: source {name!r}: unknown key {sorted(bad)[0]!r} for "
-                                  f"kind {kind}; known: {', '.join(sorted(_SOURCE_KEYS[kind]))}")
+                                  f"kind {kind}; known: {', '.join(sorted(known))}")
             opts = {k: v for k, v in s.items() if k not in ("name", "kind")}
-            if kind == "files":
-                if "folder" not in opts:
-                    raise ConfigError(f"{p}: source {name!r}: key 'folder' is required")
-                opts["folder"] = str(base / opts["folder"])
-            cfg.sources.append(SourceConfig(name, kind, opts))
+            cfg.sources.append(SourceConfig(name, kind, opts, str(base)))
     if "knowledge" in data:
         extra = data["knowledge"].get("extra", [])
         cfg.knowledge_extra = [str(base / e) for e in extra]

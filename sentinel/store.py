@@ -162,37 +162,26 @@ class Store:
                file_mark: tuple[str, int, int, int, int] | None = None) -> IngestResult:
         """Store a batch in one transaction: rows, rollups, watermark, file mark.
 
-        Duplicates (same flowno) are ignored. Rollups of every minute the batch
-        touched are recomputed from the raw rows, so they are exact whatever
-        overlapped. `file_mark` is (name, size, mtime_ns, rows, bad_rows).
+        Rows whose flowno is already stored (or repeated in the batch) are
+        skipped; only the new ones are inserted and folded into the rollups,
+        so re-reading the same CDRs never counts a call twice. VOS3000 CDRs
+        do not change once written, which is what makes adding to the rollups
+        exact; `rebuild_rollups` recomputes them from the raw rows if ever in
+        doubt. `file_mark` is (name, size, mtime_ns, rows, bad_rows).
         """
-        rows = []
-        minutes: set[int] = set()
-        for c in cdrs:
-            minute = c.stop_ms // 60000
-            minutes.add(minute)
-            rows.append((
-                c.flowno, c.start_ms, c.stop_ms, minute, c.talk_s, c.billed_s,
-                c.caller, c.callee, c.ingress, c.egress, c.account,
-                destination_prefix(c.callee, PREFIX_DIGITS), c.caller_ip, c.callee_ip,
-                c.pdd_ms, pdd_bucket(c.pdd_ms), c.end_direction, c.end_reason, c.q850,
-                1 if c.answered else 0, source,
-            ))
+        rows = [_row(c, source) for c in cdrs]
         result = IngestResult(received=len(rows))
         conn = self.db.conn
-        placeholders = ", ".join("?" * len(_CDR_COLUMNS))
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                before = conn.total_changes
-                conn.executemany(
-                    f"INSERT OR IGNORE INTO cdr ({', '.join(_CDR_COLUMNS)}) VALUES ({placeholders})",
-                    rows)
-                result.new = conn.total_changes - before
+                fresh = self._new_rows(rows)
+                if fresh:
+                    conn.executemany(_INSERT_CDR, fresh)
+                    conn.executemany(_UPSERT_ROLLUP, _rollup_deltas(fresh))
+                    result.minutes_touched = len({r[3] for r in fresh})
+                result.new = len(fresh)
                 result.duplicates = result.received - result.new
-                if result.new:
-                    self._recompute_rollups(sorted(minutes))
-                    result.minutes_touched = len(minutes)
                 now_ms = int(time.time() * 1000)
                 if watermark is not None:
                     conn.execute(
@@ -209,24 +198,64 @@ class Store:
                 raise
         return result
 
-    def _recompute_rollups(self, minutes: Sequence[int]) -> None:
+    def _new_rows(self, rows: list[tuple]) -> list[tuple]:
+        """The rows whose flowno is neither stored nor earlier in the batch."""
+        if not rows:
+            return []
+        conn = self.db.conn
+        flownos = [r[0] for r in rows]
+        lo, hi = min(flownos), max(flownos)
+        existing: set[int] = set()
+        if hi - lo < 4 * len(rows):
+            # Dense flownos (the usual case: VOS numbers them in sequence):
+            # one range scan of the primary key.
+            existing.update(f for (f,) in conn.execute(
+                "SELECT flowno FROM cdr WHERE flowno BETWEEN ? AND ?", (lo, hi)))
+        else:
+            for i in range(0, len(flownos), 900):
+                chunk = flownos[i:i + 900]
+                existing.update(f for (f,) in conn.execute(
+                    f"SELECT flowno FROM cdr WHERE flowno IN ({','.join('?' * len(chunk))})",
+                    chunk))
+        fresh = []
+        for r in rows:
+            f = r[0]
+            if f not in existing:
+                existing.add(f)
+                fresh.append(r)
+        return fresh
+
+    def rebuild_rollups(self, start_minute: int, end_minute: int) -> None:
+        """Recompute the rollups of minutes [start, end] from the raw rows."""
         conn = self.db.conn
         hist = ", ".join(f"sum(pdd_bucket IS {i})" for i in range(N_PDD_BUCKETS))
         sums = (f"count(*), sum(answered), sum(talk_s), "
                 f"sum(answered AND talk_s < {SHORT_CALL_SECONDS}), count(pdd_ms), "
                 f"coalesce(sum(pdd_ms), 0), {hist}")
-        for lo, hi in _runs(minutes):
-            conn.execute("DELETE FROM rollup WHERE minute BETWEEN ? AND ?", (lo, hi))
-            for dim, col in DIMENSIONS.items():
-                grp = col or "''"
-                # A call that never reached a vendor has no egress gateway: it
-                # counts globally but forms no "" group in that dimension.
-                skip_empty = f"AND {col} <> ''" if col else ""
-                conn.execute(
-                    f"INSERT INTO rollup (dim, minute, grp, end_reason, {', '.join(_ROLLUP_SUMS)}) "
-                    f"SELECT '{dim}', minute, {grp}, end_reason, {sums} FROM cdr "
-                    f"WHERE minute BETWEEN ? AND ? {skip_empty} GROUP BY minute, {grp}, end_reason",
-                    (lo, hi))
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM rollup WHERE minute BETWEEN ? AND ?",
+                             (start_minute, end_minute))
+                for dim, col in DIMENSIONS.items():
+                    grp = col or "''"
+                    skip_empty = f"AND {col} <> ''" if col else ""
+                    conn.execute(
+                        f"INSERT INTO rollup (dim, minute, grp, end_reason, {', '.join(_ROLLUP_SUMS)}) "
+                        f"SELECT '{dim}', minute, {grp}, end_reason, {sums} FROM cdr "
+                        f"WHERE minute BETWEEN ? AND ? {skip_empty} "
+                        f"GROUP BY minute, {grp}, end_reason",
+                        (start_minute, end_minute))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def rollup_rows(self, start_minute: int, end_minute: int) -> list[tuple]:
+        """Raw rollup rows of minutes [start, end], sorted: for consistency checks."""
+        return self.db.conn.execute(
+            "SELECT * FROM rollup WHERE minute BETWEEN ? AND ? "
+            "ORDER BY dim, minute, grp, end_reason", (start_minute, end_minute)).fetchall()
 
     # -- reads for metrics --------------------------------------------------
     def window_rollups(self, dim: str, start_minute: int, end_minute: int) -> list[RollupRow]:
@@ -377,17 +406,58 @@ class Store:
         self.db.conn.close()
 
 
-def _runs(sorted_minutes: Sequence[int]) -> Iterator[tuple[int, int]]:
-    """Collapse sorted minutes into (first, last) runs of consecutive minutes."""
-    it = iter(sorted_minutes)
-    try:
-        lo = hi = next(it)
-    except StopIteration:
-        return
-    for m in it:
-        if m == hi + 1:
-            hi = m
-        else:
-            yield lo, hi
-            lo = hi = m
-    yield lo, hi
+_INSERT_CDR = (f"INSERT INTO cdr ({', '.join(_CDR_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(_CDR_COLUMNS))})")
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollup (dim, minute, grp, end_reason, {', '.join(_ROLLUP_SUMS)}) "
+    f"VALUES ({', '.join('?' * (4 + len(_ROLLUP_SUMS)))}) "
+    f"ON CONFLICT (dim, minute, grp, end_reason) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS))
+
+# Position in a cdr row tuple of the column each non-global dimension groups by.
+_DIM_INDEX = tuple((dim, _CDR_COLUMNS.index(col)) for dim, col in DIMENSIONS.items() if col)
+
+
+def _row(c: CDR, source: str) -> tuple:
+    return (c.flowno, c.start_ms, c.stop_ms, c.stop_ms // 60000, c.talk_s, c.billed_s,
+            c.caller, c.callee, c.ingress, c.egress, c.account,
+            destination_prefix(c.callee, PREFIX_DIGITS), c.caller_ip, c.callee_ip,
+            c.pdd_ms, pdd_bucket(c.pdd_ms), c.end_direction, c.end_reason, c.q850,
+            1 if c.talk_s > 0 or 200 <= c.end_reason <= 299 else 0, source)
+
+
+def _rollup_deltas(rows: list[tuple]) -> list[tuple]:
+    """Sum new cdr rows into rollup increments, one pass for every dimension.
+
+    Slots: calls, answered, talk_s, short_calls, pdd_n, pdd_sum, then the
+    PDD histogram. This is the hot loop of ingest, hence flat and unrolled:
+    no "" group is made (a call that never reached a vendor has no egress).
+    """
+    acc: dict[tuple, list[int]] = {}
+    get = acc.get
+    width = 6 + N_PDD_BUCKETS
+    (d1, i1), (d2, i2), (d3, i3), (d4, i4), (d5, i5) = _DIM_INDEX
+    short_limit = SHORT_CALL_SECONDS
+    for r in rows:
+        minute, talk, pdd, bucket, reason, answered = r[3], r[4], r[14], r[15], r[17], r[19]
+        short = 1 if answered and talk < short_limit else 0
+        for k in (("global", minute, "", reason),
+                  (d1, minute, r[i1], reason) if r[i1] else None,
+                  (d2, minute, r[i2], reason) if r[i2] else None,
+                  (d3, minute, r[i3], reason) if r[i3] else None,
+                  (d4, minute, r[i4], reason) if r[i4] else None,
+                  (d5, minute, r[i5], reason) if r[i5] else None):
+            if k is None:
+                continue
+            a = get(k)
+            if a is None:
+                a = acc[k] = [0] * width
+            a[0] += 1
+            a[1] += answered
+            a[2] += talk
+            a[3] += short
+            if pdd:
+                a[4] += 1
+                a[5] += pdd
+                a[6 + bucket] += 1
+    return [k + tuple(v) for k, v in acc.items()]

@@ -25,9 +25,16 @@ ACCOUNTS = [f"ACC-{1000 + i}" for i in range(1, 41)]
 # Customer gateways: most accounts have one, some two.
 CUSTOMER_GWS = {acc: [f"CUST-{acc[4:]}-A"] + ([f"CUST-{acc[4:]}-B"] if i % 5 == 0 else [])
                 for i, acc in enumerate(ACCOUNTS)}
-COUNTRIES = [("1", 18), ("44", 8), ("49", 6), ("33", 5), ("86", 9), ("91", 10),
-             ("234", 6), ("880", 8), ("63", 6), ("52", 5), ("55", 4), ("7", 3),
-             ("62", 5), ("92", 4), ("20", 3)]
+# Destination dial codes (4 digits, so each is one "prefix" group) and weights:
+# traffic concentrates on a few dozen destinations, as a carrier's does.
+DESTINATIONS = [
+    ("1212", 5), ("1310", 4), ("1415", 3), ("1646", 3), ("1718", 3), ("1305", 3),
+    ("4420", 4), ("4477", 5), ("4478", 3), ("4915", 4), ("4930", 2), ("3361", 3),
+    ("3314", 2), ("8613", 5), ("8618", 4), ("8610", 2), ("9198", 5), ("9199", 4),
+    ("9181", 3), ("2348", 4), ("2347", 3), ("8801", 8), ("6391", 4), ("6392", 3),
+    ("5255", 3), ("5233", 2), ("5511", 3), ("5521", 2), ("7495", 2), ("7916", 2),
+    ("6281", 3), ("6221", 2), ("9230", 3), ("9242", 2), ("2010", 2), ("2012", 2),
+]
 
 # Healthy final outcomes: end reason -> weight. 200 means answered.
 HEALTHY_MIX = [(200, 620), (487, 105), (486, 85), (480, 60), (408, 25), (404, 25),
@@ -83,6 +90,8 @@ class DemoTraffic:
         self.account_weights = [r.uniform(0.4, 2.0) for _ in ACCOUNTS]
         self.gw_ips = {gw: f"198.51.100.{10 + n}" for n, gw in
                        enumerate(g for gws in CUSTOMER_GWS.values() for g in gws)}
+        self._dial_codes = [d for d, _ in DESTINATIONS]
+        self._dial_w = [w for _, w in DESTINATIONS]
         self._codes = [c for c, _ in HEALTHY_MIX]
         self._code_w = [w for _, w in HEALTHY_MIX]
 
@@ -128,9 +137,9 @@ class DemoTraffic:
         ingress = r.choice(CUSTOMER_GWS[account])
         v = r.choices(range(len(VENDORS)), self.vendor_weights)[0]
         vendor = VENDORS[v]
-        cc = r.choices([c for c, _ in COUNTRIES], [w for _, w in COUNTRIES])[0]
-        callee = cc + "".join(str(r.randrange(10)) for _ in range(11 - len(cc) + 1))
-        caller = "1" + "".join(str(r.randrange(10)) for _ in range(10))
+        dial = r.choices(self._dial_codes, self._dial_w)[0]
+        callee = f"{dial}{r.randrange(10**7, 10**8)}"
+        caller = f"1{r.randrange(10**9, 10**10)}"
         code = r.choices(self._codes, self._code_w)[0]
         if code == 200 and r.random() < -self.vendor_quality[v] * 4:
             code = 480
@@ -183,10 +192,22 @@ class DemoSource:
     ended since the last one, up to `now`."""
 
     kind = "demo"
+    OPTIONS = {
+        "seed": "random seed of the traffic (default 7)",
+        "calls_per_minute": "average call attempts a minute (default 250)",
+    }
 
     def __init__(self, name: str, traffic: DemoTraffic):
         self.name = name
         self.traffic = traffic
+
+    @classmethod
+    def from_options(cls, name: str, options: dict, base_dir=None) -> "DemoSource":
+        import time
+        # Live demo traffic starts an hour back so the windows are full at once.
+        start = int(time.time() * 1000) - 3600_000
+        return cls(name, DemoTraffic(start, seed=options.get("seed", 7),
+                                     calls_per_minute=options.get("calls_per_minute", 250)))
 
     def pull(self, store, now_ms: int):
         from . import Batch
