@@ -62,11 +62,12 @@ def explain(firing: dict, incidents: tuple[Incident, ...], start_ms: int) -> Inc
 
 def run_demo(cfg: Config, *, hours: float = 5.0, out: TextIO, store_path: str | None = None,
              start: datetime = DEMO_START, incidents: tuple[Incident, ...] = DEFAULT_INCIDENTS,
-             calls_per_minute: int = 250) -> DemoSummary:
+             calls_per_minute: int = 250, seed: int = 7) -> DemoSummary:
     t0 = time.perf_counter()
     start_ms = int(start.timestamp() * 1000)
     end_ms = start_ms + int(hours * 3600_000)
-    traffic = DemoTraffic(start_ms, calls_per_minute=calls_per_minute, incidents=incidents)
+    traffic = DemoTraffic(start_ms, seed=seed, calls_per_minute=calls_per_minute,
+                          incidents=incidents)
     store = Store(store_path or ":memory:")
     notifier = TerminalNotifier(cfg.tz, out)
     app = Sentinel(cfg, store=store, sources=[DemoSource("demo", traffic)], notifiers=[notifier])

@@ -243,7 +243,8 @@ def make_rows(n: int, *, first_flowno: int, stop_from_ms: int, stop_to_ms: int,
             "id": first_flowno + i, "flowno": first_flowno + i,
             "callere164": f"1{r.randrange(10**9, 10**10)}", "calleraccesse164": "",
             "calleee164": f"44{r.randrange(10**9, 10**10)}", "calleeaccesse164": "",
-            "callerip": f"198.51.100.{r.randrange(1, 250)}", "callerrtpip": "",
+            # callerip: the signalling address of the calling (customer) gateway
+            "callerip": f"198.51.100.{int(acc[4:]) - 1000}", "callerrtpip": "",
             "callercodec": "G729", "callergatewayid": f"CUST-{acc[4:]}-A",
             "callerproductid": "", "callertogatewaye164": "", "callertype": 0,
             "calleeip": f"192.0.2.{r.randrange(1, 250)}", "calleertpip": "",
@@ -334,7 +335,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.accepted = 0
+        self.attempts = 0        # connections a client opened to the proxy
+        self.accepted = 0        # of those, the ones relayed to the target
 
     def start(self) -> "TcpProxy":
         ls = socket.socket()
@@ -356,6 +358,7 @@ class TcpProxy:
                 continue
             except OSError:
                 break
+            self.attempts += 1
             try:
                 upstream = socket.create_connection(self.target, timeout=3)
                 upstream.settimeout(None)

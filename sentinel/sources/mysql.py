@@ -114,19 +114,25 @@ class SourceHealth:
     def ok(self) -> bool:
         return self.since_ms is None
 
-    def waiting(self, now_ms: int) -> str | None:
-        """The SourceError message while a retry is not due yet, else None."""
-        if self.since_ms is None or self.retry_at_ms is None or now_ms >= self.retry_at_ms:
+    def waiting(self, now_ms: int, not_before_ms: int | None = None) -> str | None:
+        """The SourceError message while failing and a retry is not due yet
+        (the backoff's retry time, or `not_before_ms` if later), else None."""
+        if self.since_ms is None or self.retry_at_ms is None:
+            return None
+        retry_at = max(self.retry_at_ms, not_before_ms or 0)
+        if now_ms >= retry_at:
             return None
         return (f"{self.label}: failing since {iso_ms(self.since_ms)} "
                 f"({self.failures} failed attempt{'s' if self.failures > 1 else ''}); "
-                f"next retry at {iso_ms(self.retry_at_ms)}; last error: {self.last_error}")
+                f"next retry at {iso_ms(retry_at)}; last error: {self.last_error}")
 
-    def failed(self, now_ms: int, error: str) -> str:
+    def failed(self, now_ms: int, error: str, not_before_ms: int | None = None) -> str:
         if self.since_ms is None:
             self.since_ms = now_ms
         self.failures += 1
         delay = min(self.retry_min_ms * 2 ** (self.failures - 1), self.retry_max_ms)
+        if not_before_ms is not None:
+            delay = max(delay, not_before_ms - now_ms)
         self.retry_at_ms = now_ms + delay
         self.last_error = error
         self.message = (f"{self.label}: {error} (failing since {iso_ms(self.since_ms)}, "
@@ -313,6 +319,9 @@ class MySQLSource:
         self._conn = None
         self._columns: dict[str, list[str]] = {}
         self._warned_read_only = False
+        # (table, flowno) -> stoptime of bad rows already reported: the overlap
+        # re-reads them, and a bad row should be reported once, not each cycle.
+        self._reported_bad: dict[tuple[str, Any], int] = {}
 
     # -- config --------------------------------------------------------------
     @classmethod
@@ -480,6 +489,7 @@ class MySQLSource:
         prev_stop = saved_stop(store.watermark(self.name), now_ms, self.label)
         since = now_ms - self.backfill_ms if prev_stop is None else prev_stop - self.overlap_ms
         limit = now_ms + FUTURE_SLACK_MS
+        self._reported_bad = {k: v for k, v in self._reported_bad.items() if v >= since}
         table = None
         step = "connecting"
         rows_read = bad_total = 0
@@ -555,6 +565,7 @@ class MySQLSource:
         else:
             def convert(row):
                 return cdr_from_record(dict(zip(keys, row)))
+        reported = self._reported_bad
         cur = conn.cursor(self.driver.sscursor)
         finished = False
         try:
@@ -570,6 +581,11 @@ class MySQLSource:
                     try:
                         append(convert(row))
                     except CDRError as e:
+                        key = (table, row[0])
+                        if key in reported:
+                            continue            # seen by an earlier, overlapping pull
+                        stop = row[stop_i]
+                        reported[key] = stop if isinstance(stop, int) else since
                         bad += 1
                         if len(problems) < MAX_PROBLEMS_LISTED:
                             problems.append(f"{self.name}: {table} flowno {row[0]}: {e}")
