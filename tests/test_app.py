@@ -1,0 +1,155 @@
+"""The pipeline keeps going: a broken source, rule file or notifier is reported,
+never fatal, and nothing is lost or doubled across failures and restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentinel.app import Sentinel
+from sentinel.config import Config
+from sentinel.sources import Batch, SourceError
+
+from .traffic import NOW_MS, window_calls
+
+RULE = '''
+[[rule]]
+id = "{id}"
+title = "503 on {{group}}"
+group_by = "egress"
+window = "5m"
+measure = "share of sip 503"
+fire_when = "> {threshold}%"
+min_calls = 10
+diagnosis = "{{value}} ended 503"
+'''
+
+
+class ListSource:
+    """Delivers prepared batches, one per pull (a real Source, in memory)."""
+    kind = "list"
+
+    def __init__(self, name, batches):
+        self.name, self.batches = name, list(batches)
+
+    def pull(self, store, now_ms):
+        if self.batches:
+            yield Batch(cdrs=self.batches.pop(0), watermark={"n": len(self.batches)})
+
+
+class BrokenSource:
+    kind = "broken"
+    name = "broken"
+
+    def pull(self, store, now_ms):
+        raise SourceError("broken: database 10.0.0.1:3306 refused the connection")
+        yield  # pragma: no cover
+
+
+class Recorder:
+    def __init__(self, fail_times=0):
+        self.sent, self.fail_times = [], fail_times
+
+    def send(self, n):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("Slack unreachable")
+        self.sent.append(n)
+
+
+def write_rules(folder: Path, threshold=10, rule_id="r503"):
+    folder.mkdir(exist_ok=True)
+    (folder / "r.toml").write_text(RULE.format(id=rule_id, threshold=threshold))
+
+
+def app(tmp_path, sources, notifier, problems=None):
+    cfg = Config(store=str(tmp_path / "s.db"), rules=str(tmp_path / "rules"))
+    return Sentinel(cfg, sources=sources, notifiers=[notifier],
+                    on_problem=(problems.append if problems is not None else None))
+
+
+def storm():
+    return window_calls(NOW_MS, 5, {200: 20, 503: 10}, egress="VEND-A")
+
+
+def test_a_failing_source_does_not_stop_the_others(tmp_path):
+    write_rules(tmp_path / "rules")
+    problems, rec = [], Recorder()
+    a = app(tmp_path, [BrokenSource(), ListSource("ok", [storm()])], rec, problems)
+    report = a.cycle(NOW_MS)
+    assert report.ingested["ok"].new == 30
+    assert any("refused the connection" in p for p in problems)
+    assert [n["rule_id"] for n in rec.sent] == ["r503"]
+    assert a.store.source_events("broken")[0]["level"] == "error"
+
+
+def test_a_broken_rule_file_keeps_the_others_running(tmp_path):
+    write_rules(tmp_path / "rules")
+    (tmp_path / "rules" / "zz-broken.toml").write_text("[[rule]]\nid = 'x'\ntitle = \n")
+    problems, rec = [], Recorder()
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec, problems)
+    a.cycle(NOW_MS)
+    assert [n["rule_id"] for n in rec.sent] == ["r503"]
+    assert any("zz-broken.toml" in p and "not valid TOML" in p for p in problems)
+    problems.clear()
+    a.cycle(NOW_MS + 60000)
+    assert not any("zz-broken.toml" in p for p in problems)     # reported once
+
+
+def test_an_undeliverable_notification_waits_in_the_outbox(tmp_path):
+    write_rules(tmp_path / "rules")
+    rec = Recorder(fail_times=1)
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec, [])
+    a.cycle(NOW_MS)
+    assert rec.sent == [] and len(a.store.pending_notifications()) == 1
+    a.cycle(NOW_MS + 60000)
+    assert [n["kind"] for n in rec.sent] == ["firing"]
+    assert a.store.pending_notifications() == []
+
+
+def test_restart_neither_resends_nor_forgets_a_firing_alert(tmp_path):
+    write_rules(tmp_path / "rules")
+    rec = Recorder()
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec)
+    a.cycle(NOW_MS)
+    a.store.close()
+    rec2 = Recorder()
+    healthy = window_calls(NOW_MS + 6 * 60000, 5, {200: 30}, egress="VEND-A")
+    b = app(tmp_path, [ListSource("ok", [[], healthy])], rec2)
+    b.cycle(NOW_MS + 60000)
+    assert rec2.sent == []                                  # still firing: not re-sent
+    b.cycle(NOW_MS + 6 * 60000)
+    assert [n["kind"] for n in rec2.sent] == ["resolved"]   # and not forgotten
+
+
+def test_rule_edits_take_effect_without_restart(tmp_path):
+    write_rules(tmp_path / "rules", threshold=50)
+    rec = Recorder()
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec)
+    a.cycle(NOW_MS)
+    assert rec.sent == []                                   # 33% is under 50%
+    write_rules(tmp_path / "rules", threshold=20)
+    import os
+    os.utime(tmp_path / "rules" / "r.toml", ns=(1, 2_000_000_000_000_000_000))
+    a.cycle(NOW_MS)
+    assert [n["rule_id"] for n in rec.sent] == ["r503"]
+
+
+def test_a_removed_rule_resolves_its_alerts_with_a_note(tmp_path):
+    write_rules(tmp_path / "rules")
+    rec = Recorder()
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec)
+    a.cycle(NOW_MS)
+    (tmp_path / "rules" / "r.toml").unlink()
+    a.cycle(NOW_MS + 60000)
+    assert [n["kind"] for n in rec.sent] == ["firing", "resolved"]
+    assert "removed" in rec.sent[1]["payload"]["note"]
+
+
+@pytest.mark.parametrize("bad", ["", "not toml at all ["])
+def test_check_never_raises_on_garbage_rule_files(tmp_path, bad):
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "x.toml").write_text(bad)
+    a = app(tmp_path, [], Recorder(), [])
+    a.cycle(NOW_MS)                       # no exception, no rules, no alerts
