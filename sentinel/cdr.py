@@ -55,6 +55,9 @@ PREFIX_DIGITS = 4
 """Destination prefix = the first digits of the callee number, international
 prefix ('+', '00') removed. Four digits separate countries and most mobile ranges."""
 
+# How exports and dumps spell a missing value.
+_NULL_MARKERS = ("", "NULL", "\\N")
+
 _Q850_IN_REASON = re.compile(r"Q\.850\s*;\s*cause\s*=\s*(\d+)", re.IGNORECASE)
 
 
@@ -132,12 +135,13 @@ def _text(rec: Mapping[str, Any], col: str) -> str:
         return ""
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
-    return str(v).strip()
+    v = str(v).strip()
+    return "" if v in _NULL_MARKERS else v
 
 
 def _int(rec: Mapping[str, Any], col: str, *, required: bool = False) -> int | None:
     v = rec.get(col)
-    if v is None or (isinstance(v, str) and v.strip() in ("", "NULL", "\\N")):
+    if v is None or (isinstance(v, str) and v.strip() in _NULL_MARKERS):
         if required:
             raise CDRError(col, v, "is missing")
         return None
@@ -145,6 +149,13 @@ def _int(rec: Mapping[str, Any], col: str, *, required: bool = False) -> int | N
         raise CDRError(col, v, "is not a number")
     if isinstance(v, int):
         return v
+    if isinstance(v, bytes):
+        v = v.decode("ascii", "replace")
+    try:
+        if not isinstance(v, float):
+            return int(v)           # exact, even past 2**53 (flownos are bigint)
+    except (TypeError, ValueError):
+        pass
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -278,9 +289,15 @@ class RowParser:
             return None
         if header and "850" in header:
             return None                 # rare: let the slow path parse the cause
-        if caller.__class__ is not str or ingress.__class__ is not str:
+        texts = (caller, callee, ingress, egress, account, cip, eip)
+        if "NULL" in texts or "\\N" in texts:
+            return None                 # NULL markers: slow path
+        s = str
+        if (type(caller) is not s or type(callee) is not s or type(ingress) is not s
+                or type(egress) is not s or type(account) is not s or type(cip) is not s
+                or type(eip) is not s):
             return None                 # bytes or NULLs from a driver: slow path
         return CDR(int(flowno), start, stop, talk, billed, caller.strip(), callee.strip(),
                    ingress.strip(), egress.strip(), account.strip(), cip.strip(),
-                   eip.strip(), pdd or None, int(direction) if direction else None,
+                   eip.strip(), pdd or None, None if direction in (None, "") else int(direction),
                    int(reason), None)

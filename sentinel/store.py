@@ -20,6 +20,7 @@ small chunks so it never holds the write lock for long.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 import sqlite3
 import threading
 import time
@@ -59,12 +60,8 @@ _ROLLUP_SUMS = (
 
 
 def pdd_bucket(pdd_ms: int | None) -> int | None:
-    if not pdd_ms:
-        return None
-    for i, bound in enumerate(PDD_BUCKETS_MS):
-        if pdd_ms <= bound:
-            return i
-    return len(PDD_BUCKETS_MS)
+    """Index of the histogram bucket whose upper bound is the first >= pdd_ms."""
+    return bisect_left(PDD_BUCKETS_MS, pdd_ms) if pdd_ms else None
 
 
 @dataclass

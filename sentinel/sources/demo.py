@@ -43,6 +43,8 @@ HEALTHY_MIX = [(200, 620), (487, 105), (486, 85), (480, 60), (408, 25), (404, 25
 
 SCANNER_IP = "203.0.113.66"
 SCAN_CALLS_PER_MINUTE = 25
+# flowno = minute * FLOWNOS_PER_MINUTE + index: unique up to a million calls a minute.
+FLOWNOS_PER_MINUTE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class DemoTraffic:
         stop = base_ms + r.randrange(60000)
         start = stop - talk * 1000 if answered else 0
         return CDR(
-            flowno=minute * 100000 + k, start_ms=start, stop_ms=stop, talk_s=talk,
+            flowno=minute * FLOWNOS_PER_MINUTE + k, start_ms=start, stop_ms=stop, talk_s=talk,
             billed_s=(talk + 59) // 60 * 60 if answered else 0, caller=caller,
             callee=callee, ingress=ingress, egress=vendor, account=account,
             caller_ip=self.gw_ips[ingress], callee_ip=f"192.0.2.{10 + v}" if vendor else "",
@@ -180,7 +182,7 @@ class DemoTraffic:
     def _scanner_call(self, r: random.Random, base_ms: int, k: int, ip: str) -> CDR:
         callee = "00972" + "".join(str(r.randrange(10)) for _ in range(9))
         return CDR(
-            flowno=(base_ms // 60000) * 100000 + k, start_ms=0,
+            flowno=(base_ms // 60000) * FLOWNOS_PER_MINUTE + k, start_ms=0,
             stop_ms=base_ms + r.randrange(60000), talk_s=0, billed_s=0,
             caller=str(r.randrange(100, 1000)), callee=callee, ingress="", egress="",
             account="", caller_ip=ip, callee_ip="", pdd_ms=None, end_direction=2,
