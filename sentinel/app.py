@@ -15,6 +15,7 @@ from typing import Callable
 from .alerts import AlertManager
 from .config import Config, ConfigError, SourceConfig
 from .evaluate import Evaluation, evaluate
+from .health import DEFAULT_ALERT_AFTER_S, RULE_ID as HEALTH_RULE_ID, failing_sources, health_observations
 from .knowledge import load_knowledge
 from .rulebook import RuleBook
 from .sources import SourceError, source_class
@@ -60,6 +61,7 @@ class Sentinel:
     def pull(self, now_ms: int, report: CycleReport) -> None:
         for src in self.sources:
             total = IngestResult()
+            error = None
             try:
                 for batch in src.pull(self.store, now_ms):
                     res = self.store.ingest(src.name, batch.cdrs, watermark=batch.watermark,
@@ -71,20 +73,35 @@ class Sentinel:
                         report.problems.append(p)
                         self.store.record_source_event(src.name, "warning", p)
             except SourceError as e:
-                report.problems.append(str(e))
-                self.store.record_source_event(src.name, "error", str(e))
+                error = str(e)
             except Exception as e:            # a source bug must not stop the others
                 log.exception("source %s failed", src.name)
-                msg = f"source {src.name!r} failed: {type(e).__name__}: {e}"
-                report.problems.append(msg)
-                self.store.record_source_event(src.name, "error", msg)
+                error = f"source {src.name!r} failed: {type(e).__name__}: {e}"
+            if error:
+                report.problems.append(error)
+                self.store.record_source_event(src.name, "error", error)
+            self.store.record_pull(src.name, now_ms, error,
+                                   getattr(src, "alert_after_s", DEFAULT_ALERT_AFTER_S))
             report.ingested[src.name] = total
 
     def evaluate(self, now_ms: int) -> tuple[Evaluation, list[dict]]:
         engine = self.rulebook.engine
         ev = evaluate(self.store, engine, now_ms)
-        notes = self.alerts.apply(ev, engine.rules)
+        status = self.store.source_status()
+        down = failing_sources(status)
+        hold = f"source {', '.join(down)} is not delivering" if down else None
+        extra = {HEALTH_RULE_ID: health_observations(status, now_ms)} if status else None
+        notes = self.alerts.apply(ev, engine.rules, hold=hold, extra=extra)
         return ev, notes
+
+    def report_problems(self, problems: list[str], now_ms: int) -> None:
+        """Rule-file errors go through the outbox: the terminal, the log and
+        the default Slack channel all hear of them, once each."""
+        if problems:
+            self.store.save_alert_changes([], [{
+                "created_ms": now_ms, "kind": "problem", "rule_id": "", "grp": "",
+                "payload": {"kind": "problem", "title": "Rule file error", "text": p,
+                            "severity": "warning", "at_ms": now_ms}} for p in problems])
 
     def deliver(self, now_ms: int) -> int:
         """Send what waits in the outbox; a failure leaves it there for next time."""
@@ -108,8 +125,9 @@ class Sentinel:
 
     def cycle(self, now_ms: int, *, pull: bool = True) -> CycleReport:
         report = CycleReport(now_ms)
-        for err in self.reload_rules():
-            report.problems.append(err)
+        rule_errors = self.reload_rules()
+        report.problems += rule_errors
+        self.report_problems(rule_errors, now_ms)
         if pull:
             self.pull(now_ms, report)
         report.evaluation, report.notifications = self.evaluate(now_ms)

@@ -198,11 +198,13 @@ def cdr_from_record(rec: Mapping[str, Any]) -> CDR:
     if billed < 0:
         raise CDRError("feetime", rec.get("feetime"), "billed time is negative")
     end_reason = _int(rec, "endreason", required=True)
-    pdd = _int(rec, "calleepdd")
-    if not pdd:
-        pdd = _int(rec, "callerpdd") or _int(rec, "pdd")
-    if pdd is not None and pdd < 0:
-        raise CDRError("calleepdd", pdd, "post-dial delay is negative")
+    pdd = None
+    for col in ("calleepdd", "callerpdd", "pdd"):   # the egress leg's first
+        pdd = _int(rec, col)
+        if pdd is not None and pdd < 0:
+            raise CDRError(col, rec.get(col), "post-dial delay is negative")
+        if pdd:
+            break
     reason_header = _text(rec, "sipreasonheader")
     m = _Q850_IN_REASON.search(reason_header) if reason_header else None
     return CDR(
@@ -289,15 +291,14 @@ class RowParser:
             return None
         if header and "850" in header:
             return None                 # rare: let the slow path parse the cause
-        texts = (caller, callee, ingress, egress, account, cip, eip)
-        if "NULL" in texts or "\\N" in texts:
-            return None                 # NULL markers: slow path
         s = str
         if (type(caller) is not s or type(callee) is not s or type(ingress) is not s
                 or type(egress) is not s or type(account) is not s or type(cip) is not s
                 or type(eip) is not s):
             return None                 # bytes or NULLs from a driver: slow path
-        return CDR(int(flowno), start, stop, talk, billed, caller.strip(), callee.strip(),
-                   ingress.strip(), egress.strip(), account.strip(), cip.strip(),
-                   eip.strip(), pdd or None, None if direction in (None, "") else int(direction),
-                   int(reason), None)
+        texts = (caller.strip(), callee.strip(), ingress.strip(), egress.strip(),
+                 account.strip(), cip.strip(), eip.strip())
+        if "NULL" in texts or "\\N" in texts:
+            return None                 # NULL markers: slow path
+        return CDR(int(flowno), start, stop, talk, billed, *texts, pdd or None,
+                   None if direction in (None, "") else int(direction), int(reason), None)

@@ -240,4 +240,6 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f}%"
     if unit == "s":
         return f"{value:.1f} s"
+    if unit == "min":
+        return f"{value:.0f} min"
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

@@ -77,13 +77,22 @@ class RuleBook:
             for r in self._rules[name]:
                 if r.id in seen:
                     e = RuleError(name, f"id already used in {seen[r.id]}; this rule is ignored",
-                                  line=r.line, rule=r.id, field="id")
+                                  line=r.id_line, rule=r.id, field="id")
                     if str(self.errors.get(name)) != str(e):
                         new_errors.append(e)
                     self.errors[name] = e
                     continue
                 seen[r.id] = name
                 merged.append(r)
+        known = {r.id for r in merged}
+        for r in merged:
+            unknown = [i for i in r.inhibits if i != "*" and i not in known]
+            if unknown:
+                e = RuleError(r.file, f"inhibits unknown rule {unknown[0]!r}",
+                              line=r.line, rule=r.id, field="inhibits")
+                if str(self.errors.get(r.file)) != str(e):
+                    new_errors.append(e)
+                self.errors[r.file] = e
         old = self.engine
         self.engine = RuleEngine(merged)
         self.generation += 1

@@ -34,16 +34,16 @@ from .store import DIMENSIONS
 SEVERITIES = ("critical", "warning", "info")
 KNOWN_FIELDS = {
     "id", "title", "severity", "group_by", "window", "measure", "fire_when",
-    "min_calls", "min_baseline_calls", "baseline", "for", "diagnosis", "fixes",
-    "enabled",
+    "resolve_when", "min_calls", "min_baseline_calls", "baseline", "for",
+    "keep_firing_for", "repeat_interval", "inhibits", "diagnosis", "fixes", "enabled",
 }
+DEFAULT_REPEAT_MIN = 240
 TEMPLATE_FIELDS = {"group", "dimension", "value", "threshold", "baseline", "calls",
                    "window", "rule", "measure"}
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(m|min|h|d)\s*$")
 _CLAUSE_RE = re.compile(
     r"^\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*(%|s|x\s*baseline)?\s*$")
-_OPS = {">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "==": "eq", "!=": "$neq"}
 
 
 class RuleError(Exception):
@@ -100,7 +100,25 @@ class Rule:
     for_min: int
     diagnosis: str
     fixes: tuple[str, ...]
-    line: int | None = None
+    line: int | None = None                              # its [[rule]] line
+    id_line: int | None = None                           # its `id =` line
+    resolve_clauses: tuple[Clause, ...] | None = None   # hysteresis; None: not fire_when
+    resolve_when: str | None = None
+    keep_firing_min: int = 0
+    repeat_min: int = DEFAULT_REPEAT_MIN
+    inhibits: tuple[str, ...] = ()                      # rule ids, or "*" for all
+
+    def still_bad(self, value: float | None, baseline: float | None) -> bool:
+        """While firing: does the condition still hold? With `resolve_when`
+        the alert resolves only when that holds (hysteresis)."""
+        if value is None:
+            return True
+        if self.resolve_clauses is not None:
+            return not all(c.holds(value, baseline) for c in self.resolve_clauses)
+        return all(c.holds(value, baseline) for c in self.clauses)
+
+    def inhibits_rule(self, other: "Rule") -> bool:
+        return other.id != self.id and ("*" in self.inhibits or other.id in self.inhibits)
 
     @property
     def fact_key(self) -> tuple:
@@ -120,15 +138,21 @@ def fmt_minutes(m: int) -> str:
     return f"{m}m"
 
 
-def parse_duration(text: Any) -> int:
-    """'5m', '1h', '2d' -> minutes."""
+def parse_duration(text: Any, *, allow_zero: bool = False) -> int:
+    """'5m', '1h', '2d' -> minutes. Windows and baselines cannot be empty."""
     if not isinstance(text, str):
         raise ValueError("expected a duration such as \"5m\" or \"1h\"")
     m = _DURATION_RE.match(text)
     if not m:
         raise ValueError(f"expected a duration such as \"5m\" or \"1h\", got {text!r}")
     n, unit = int(m.group(1)), m.group(2)
+    if n == 0 and not allow_zero:
+        raise ValueError(f"must be longer than zero, got {text!r}")
     return n * {"m": 1, "min": 1, "h": 60, "d": 1440}[unit]
+
+
+def parse_optional_duration(text: Any) -> int:
+    return parse_duration(text, allow_zero=True)
 
 
 def parse_measure(text: Any) -> Measure:
@@ -269,9 +293,14 @@ def parse_rule(raw: dict, file: str, index: int, loc: _Locator) -> Rule | None:
     measure = get("measure", parse_measure)
     clauses = get("fire_when", parse_condition)
     baseline = get("baseline", parse_baseline)
-    if any(c.relative for c in clauses) and baseline is None:
-        raise err("fire_when", "compares with the baseline, so the rule needs baseline = "
-                  "\"preceding 1h\" or \"yesterday\"")
+    resolve_clauses = get("resolve_when", parse_condition) if "resolve_when" in raw else None
+    for key, cl in (("fire_when", clauses), ("resolve_when", resolve_clauses or ())):
+        if any(c.relative for c in cl) and baseline is None:
+            raise err(key, "compares with the baseline, so the rule needs baseline = "
+                      "\"preceding 1h\" or \"yesterday\"")
+    inhibits = raw.get("inhibits", [])
+    if not isinstance(inhibits, list) or not all(isinstance(i, str) for i in inhibits):
+        raise err("inhibits", "must be a list of rule ids (or [\"*\"] for every rule)")
 
     def count(key: str) -> int:
         v = raw.get(key, 0)
@@ -281,7 +310,11 @@ def parse_rule(raw: dict, file: str, index: int, loc: _Locator) -> Rule | None:
 
     min_calls = count("min_calls")
     min_baseline_calls = count("min_baseline_calls")
-    for_min = get("for", parse_duration, default=0)
+    for_min = get("for", parse_optional_duration, default=0)
+    keep_firing_min = get("keep_firing_for", parse_optional_duration, default=0)
+    repeat_min = get("repeat_interval", parse_duration, default=DEFAULT_REPEAT_MIN)
+    if repeat_min < 1:
+        raise err("repeat_interval", "must be at least 1m")
     diagnosis = need_str("diagnosis")
     fixes = raw.get("fixes", [])
     if not isinstance(fixes, list) or not all(isinstance(f, str) for f in fixes):
@@ -297,6 +330,9 @@ def parse_rule(raw: dict, file: str, index: int, loc: _Locator) -> Rule | None:
         fire_when=raw["fire_when"], min_calls=min_calls,
         min_baseline_calls=min_baseline_calls, baseline=baseline, for_min=for_min,
         diagnosis=diagnosis.strip(), fixes=tuple(fixes), line=loc.rule_line(index),
+        id_line=loc.field_line(index, "id"),
+        resolve_clauses=resolve_clauses, resolve_when=raw.get("resolve_when"),
+        keep_firing_min=keep_firing_min, repeat_min=repeat_min, inhibits=tuple(inhibits),
     )
 
 
@@ -317,8 +353,11 @@ def parse_rule_file(path: str | Path, text: str | None = None) -> list[Rule]:
     loc = _Locator(text)
     extra = set(data) - {"rule"}
     if extra:
-        raise RuleError(file, f"unexpected top-level key {sorted(extra)[0]!r}; "
-                        "rules go in [[rule]] tables")
+        key = sorted(extra)[0]
+        pat = re.compile(r"^\s*(\[+\s*" + re.escape(key) + r"\b|" + re.escape(key) + r"\s*=)")
+        line = next((i + 1 for i, ln in enumerate(loc.lines) if pat.match(ln)), None)
+        raise RuleError(file, f"unexpected top-level key {key!r}; rules go in [[rule]] tables",
+                        line=line)
     raws = data.get("rule", [])
     if not isinstance(raws, list):
         raise RuleError(file, "write rules as [[rule]] tables (an array of tables)")
@@ -371,7 +410,7 @@ def load_rules(path: str | Path) -> LoadedRules:
         dup = next((r for r in rules if r.id in seen), None)
         if dup:
             out.errors.append(RuleError(str(f), f"id already used in {seen[dup.id]}",
-                                        line=dup.line, rule=dup.id, field="id"))
+                                        line=dup.id_line, rule=dup.id, field="id"))
             continue
         for r in rules:
             seen[r.id] = str(f)

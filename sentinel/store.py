@@ -143,16 +143,29 @@ class Store:
                                        "level": str, "message": str}, pk="id")
         if "alert" not in db.table_names():
             db["alert"].create({
-                "rule_id": str, "grp": str, "state": str, "active_since_ms": int,
-                "fired_ms": int, "resolved_ms": int, "last_eval_ms": int,
-                "value": float, "detail": str,
+                "rule_id": str, "grp": str, "dim": str, "state": str,
+                "active_since_ms": int, "fired_ms": int, "resolved_ms": int,
+                "clear_since_ms": int, "last_eval_ms": int, "value": float, "data": str,
+                "notified": int, "last_notified_ms": int, "flapping": int,
+                "transitions": str, "detail": str,
             }, pk=("rule_id", "grp"))
         if "outbox" not in db.table_names():
             db["outbox"].create({
                 "id": int, "created_ms": int, "kind": str, "rule_id": str, "grp": str,
                 "payload": str, "delivered_ms": int, "attempts": int, "error": str,
+                "suppressed": str,
             }, pk="id")
             db["outbox"].create_index(["delivered_ms"], if_not_exists=True)
+        if "silence" not in db.table_names():
+            db["silence"].create({
+                "id": int, "rule_id": str, "grp": str, "starts_ms": int, "ends_ms": int,
+                "reason": str, "created_by": str, "created_ms": int, "removed_ms": int,
+            }, pk="id")
+        if "source_status" not in db.table_names():
+            db["source_status"].create({
+                "source": str, "ok": int, "failing_since_ms": int, "last_success_ms": int,
+                "last_attempt_ms": int, "last_error": str, "alert_after_s": int,
+            }, pk="source")
 
     # -- ingest -------------------------------------------------------------
     def ingest(self, source: str, cdrs: Iterable[CDR], *, watermark: Any = None,
@@ -355,32 +368,98 @@ class Store:
         return [dict(zip(names, r)) for r in cur]
 
     def save_alert_changes(self, alerts: Sequence[dict], notifications: Sequence[dict]) -> None:
-        """Persist state changes and the notifications they cause atomically."""
+        """Persist state changes and the notifications they cause atomically.
+
+        A notification with `suppressed` set (silenced, inhibited, flapping) is
+        recorded for the record and for `sentinel test`, but never delivered.
+        """
         conn = self.db.conn
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for a in alerts:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO alert (rule_id, grp, state, active_since_ms, "
-                        "fired_ms, resolved_ms, last_eval_ms, value, detail) "
-                        "VALUES (:rule_id, :grp, :state, :active_since_ms, :fired_ms, "
-                        ":resolved_ms, :last_eval_ms, :value, :detail)", a)
+                    cols = ", ".join(a)
+                    conn.execute(f"INSERT OR REPLACE INTO alert ({cols}) VALUES "
+                                 f"({', '.join(':' + c for c in a)})", a)
                 for n in notifications:
                     conn.execute(
-                        "INSERT INTO outbox (created_ms, kind, rule_id, grp, payload, attempts) "
-                        "VALUES (?, ?, ?, ?, ?, 0)",
+                        "INSERT INTO outbox (created_ms, kind, rule_id, grp, payload, attempts, "
+                        "suppressed, delivered_ms) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
                         (n["created_ms"], n["kind"], n["rule_id"], n["grp"],
-                         json.dumps(n["payload"])))
+                         json.dumps(n["payload"]), n.get("suppressed"),
+                         n["created_ms"] if n.get("suppressed") else None))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
 
+    def notifications(self, since_ms: int = 0) -> list[dict]:
+        """Every notification recorded, delivered or suppressed, oldest first."""
+        cur = self.db.conn.execute(
+            "SELECT id, created_ms, kind, rule_id, grp, payload, delivered_ms, suppressed "
+            "FROM outbox WHERE created_ms >= ? ORDER BY id", (since_ms,))
+        names = [d[0] for d in cur.description]
+        out = []
+        for r in cur:
+            d = dict(zip(names, r))
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
+
+    # -- silences -----------------------------------------------------------
+    def add_silence(self, rule_id: str, grp: str | None, starts_ms: int, ends_ms: int,
+                    reason: str, created_by: str) -> int:
+        with self._write_lock:
+            cur = self.db.conn.execute(
+                "INSERT INTO silence (rule_id, grp, starts_ms, ends_ms, reason, created_by, "
+                "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rule_id, grp, starts_ms, ends_ms, reason, created_by, starts_ms))
+            return cur.lastrowid
+
+    def silences(self, active_at_ms: int | None = None) -> list[dict]:
+        sql = "SELECT * FROM silence WHERE removed_ms IS NULL"
+        args: tuple = ()
+        if active_at_ms is not None:
+            sql += " AND starts_ms <= ? AND ends_ms > ?"
+            args = (active_at_ms, active_at_ms)
+        cur = self.db.conn.execute(sql + " ORDER BY id", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    def remove_silence(self, silence_id: int, at_ms: int) -> bool:
+        with self._write_lock:
+            cur = self.db.conn.execute(
+                "UPDATE silence SET removed_ms = ? WHERE id = ? AND removed_ms IS NULL",
+                (at_ms, silence_id))
+        return cur.rowcount == 1
+
+    # -- source health ------------------------------------------------------
+    def record_pull(self, source: str, at_ms: int, error: str | None,
+                    alert_after_s: int) -> None:
+        """Remember whether a source's pull worked: the first failure of a run
+        of failures starts the clock of its source-health alert."""
+        with self._write_lock:
+            row = self.db.conn.execute(
+                "SELECT failing_since_ms, last_success_ms FROM source_status WHERE source = ?",
+                (source,)).fetchone()
+            since, last_ok = row if row else (None, None)
+            if error is None:
+                since, last_ok = None, at_ms
+            elif since is None:
+                since = at_ms
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO source_status VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (source, 1 if error is None else 0, since, last_ok, at_ms, error, alert_after_s))
+
+    def source_status(self) -> list[dict]:
+        cur = self.db.conn.execute("SELECT * FROM source_status ORDER BY source")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
     def pending_notifications(self, limit: int = 500) -> list[dict]:
         cur = self.db.conn.execute(
             "SELECT id, created_ms, kind, rule_id, grp, payload, attempts FROM outbox "
-            "WHERE delivered_ms IS NULL ORDER BY id LIMIT ?", (limit,))
+            "WHERE delivered_ms IS NULL AND suppressed IS NULL ORDER BY id LIMIT ?", (limit,))
         out = []
         for r in cur:
             d = dict(zip(("id", "created_ms", "kind", "rule_id", "grp", "payload", "attempts"), r))

@@ -39,12 +39,15 @@ class ListSource:
 
 
 class BrokenSource:
+    """Fails while `down` is true, as a database that went away does."""
     kind = "broken"
     name = "broken"
+    down = True
 
     def pull(self, store, now_ms):
-        raise SourceError("broken: database 10.0.0.1:3306 refused the connection")
-        yield  # pragma: no cover
+        if self.down:
+            raise SourceError("broken: database 10.0.0.1:3306 refused the connection")
+        return iter(())
 
 
 class Recorder:
@@ -76,12 +79,16 @@ def storm():
 def test_a_failing_source_does_not_stop_the_others(tmp_path):
     write_rules(tmp_path / "rules")
     problems, rec = [], Recorder()
-    a = app(tmp_path, [BrokenSource(), ListSource("ok", [storm()])], rec, problems)
+    broken = BrokenSource()
+    a = app(tmp_path, [broken, ListSource("ok", [storm()])], rec, problems)
     report = a.cycle(NOW_MS)
-    assert report.ingested["ok"].new == 30
+    assert report.ingested["ok"].new == 30                  # the other source still reads
     assert any("refused the connection" in p for p in problems)
-    assert [n["rule_id"] for n in rec.sent] == ["r503"]
     assert a.store.source_events("broken")[0]["level"] == "error"
+    assert rec.sent == []       # alerts are held while a source is missing data
+    broken.down = False
+    a.cycle(NOW_MS)
+    assert [n["rule_id"] for n in rec.sent] == ["r503"]
 
 
 def test_a_broken_rule_file_keeps_the_others_running(tmp_path):
@@ -90,11 +97,13 @@ def test_a_broken_rule_file_keeps_the_others_running(tmp_path):
     problems, rec = [], Recorder()
     a = app(tmp_path, [ListSource("ok", [storm()])], rec, problems)
     a.cycle(NOW_MS)
-    assert [n["rule_id"] for n in rec.sent] == ["r503"]
+    assert [(n["kind"], n["rule_id"]) for n in rec.sent] == [("problem", ""), ("firing", "r503")]
+    assert "zz-broken.toml:3" in rec.sent[0]["payload"]["text"]   # reaches the notifiers
     assert any("zz-broken.toml" in p and "not valid TOML" in p for p in problems)
     problems.clear()
     a.cycle(NOW_MS + 60000)
     assert not any("zz-broken.toml" in p for p in problems)     # reported once
+    assert [n["kind"] for n in rec.sent].count("problem") == 1
 
 
 def test_an_undeliverable_notification_waits_in_the_outbox(tmp_path):

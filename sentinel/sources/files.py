@@ -49,7 +49,8 @@ def _rows(fh) -> Iterator[tuple[int, list[str]]]:
 def read_cdr_file(path: Path, columns: Sequence[str] = E_CDR_COLUMNS):
     """Yield (line_number, CDR or CDRError) for every data row of one file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte order mark.
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
         parser = RowParser(columns)
         headerless_minimum = REQUIRED_HEADERLESS if tuple(columns) == E_CDR_COLUMNS else parser.width
         width = None               # columns of the header, when there is one
@@ -106,7 +107,8 @@ class FilesSource:
         out = []
         for p in sorted({f for pat in self.patterns for f in self.folder.glob(pat)}):
             st = p.stat()
-            if not p.is_file() or now - st.st_mtime < self.settle_seconds:
+            # A file modified in the future (clock skew, `sftp -p`) counts as settled.
+            if not p.is_file() or 0 <= now - st.st_mtime < self.settle_seconds:
                 continue
             if not store.file_already_read(self.name, p.name, st.st_size, st.st_mtime_ns):
                 out.append(p)
