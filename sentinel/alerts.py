@@ -180,16 +180,25 @@ def flap_stage(cands: list[Candidate], st: AlertState, rule: Rule,
     return cands
 
 
-def inhibit_stage(cands: list[Candidate], firing: dict[tuple[str, str], AlertState],
-                  rules: dict[str, Rule]) -> list[Candidate]:
-    """Suppress what a firing alert of an inhibiting rule explains: a global
-    source inhibits every group; a source on the same dimension, the same group."""
+def inhibit_stage(cands: list[Candidate], sources: dict[tuple[str, str], AlertState],
+                  rules: dict[str, Rule], now_ms: int) -> list[Candidate]:
+    """Suppress what an alert of an inhibiting rule explains: a global source
+    inhibits every group; a source on the same dimension, the same group.
+
+    A source inhibits while firing, and for the target rule's window after it
+    resolved: until then the target's window still holds the explained
+    incident, and announcing it would only echo what was already said.
+    """
     for c in cands:
         if c.suppressed or c.kind == "stable":
             continue
-        for (src_id, src_group), src in firing.items():
+        linger_ms = c.rule.window_min * 60000
+        for (src_id, src_group), src in sources.items():
             src_rule = rules.get(src_id)
             if src_rule is None or not src_rule.inhibits_rule(c.rule):
+                continue
+            if src.state != FIRING and not (src.state == RESOLVED and src.resolved_ms is not None
+                                            and now_ms - src.resolved_ms < linger_ms):
                 continue
             if src_rule.group_by in ("global", "source") or (
                     src_rule.group_by == c.rule.group_by and src_group == c.alert.group):
@@ -339,7 +348,8 @@ class AlertManager:
             new = replace(new, flapping=flapping_now(new, now))
             stepped[key] = (cur, new, transition, obs, was_flapping)
 
-        firing = {k: v[1] for k, v in stepped.items() if v[1].state == FIRING}
+        # Alerts that may inhibit others: firing, or resolved a short while ago.
+        inhibitors = {k: v[1] for k, v in stepped.items() if v[1].state in (FIRING, RESOLVED)}
 
         # Pass 2: what to announce, through the stages.
         silences = self.store.silences(active_at_ms=now)
@@ -348,7 +358,7 @@ class AlertManager:
             rule = all_rules[key[0]]
             cands = reconcile(new, rule, obs, transition, now)
             cands = flap_stage(cands, new, rule, was_flapping)
-            cands = inhibit_stage(cands, firing, all_rules)
+            cands = inhibit_stage(cands, inhibitors, all_rules, now)
             cands = silence_stage(cands, silences)
             delivered = [c for c in cands if not c.suppressed]
             new = announce(new, delivered, now)

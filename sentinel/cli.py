@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime
@@ -141,6 +142,71 @@ def cmd_demo(args) -> int:
     return 0 if summary.all_caught else 1
 
 
+# -- silences and status ----------------------------------------------------
+
+def _store(args):
+    from .store import Store
+    cfg = _config(args)
+    return cfg, Store(cfg.store)
+
+
+def cmd_mute(args) -> int:
+    from .rules import parse_duration
+    cfg, store = _store(args)
+    *target, duration = args.target
+    if not 1 <= len(target) <= 2:
+        raise SystemExit("sentinel: usage: sentinel mute RULE [GROUP] DURATION, e.g. "
+                         "sentinel mute sip-503-share VEND-07 2h")
+    try:
+        minutes = parse_duration(duration)
+    except ValueError as e:
+        raise SystemExit(f"sentinel: duration: {e}") from None
+    rule_id, group = target[0], (target[1] if len(target) == 2 else None)
+    known = load_rules(cfg.rules).rules
+    if rule_id != "*" and rule_id not in {r.id for r in known} | {"source-health"}:
+        raise SystemExit(f"sentinel: no rule {rule_id!r}; `sentinel rules` lists them")
+    now = int(time.time() * 1000)
+    sid = store.add_silence(rule_id, group, now, now + minutes * 60000,
+                            args.reason or "muted from the command line", args.user)
+    print(f"silence #{sid}: {rule_id} on {group or 'every group'} until "
+          f"{fmt_time(now + minutes * 60000, cfg.tz)}")
+    return 0
+
+
+def cmd_unmute(args) -> int:
+    cfg, store = _store(args)
+    now = int(time.time() * 1000)
+    removed = []
+    for s in store.silences(active_at_ms=now):
+        if str(s["id"]) == args.what or (s["rule_id"] == args.what and args.group in (None, s["grp"])):
+            store.remove_silence(s["id"], now)
+            removed.append(s["id"])
+    if not removed:
+        print(f"sentinel: no active silence matches {args.what!r}", file=sys.stderr)
+        return 1
+    print("removed silence " + ", ".join(f"#{i}" for i in removed))
+    return 0
+
+
+def cmd_silences(args) -> int:
+    cfg, store = _store(args)
+    now = int(time.time() * 1000)
+    rows = store.silences(active_at_ms=now)
+    for s in rows:
+        print(f"#{s['id']}  {s['rule_id']:28} {s['grp'] or '(every group)':18} until "
+              f"{fmt_time(s['ends_ms'], cfg.tz)}  by {s['created_by']}: {s['reason']}")
+    if not rows:
+        print("no active silences")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .status import status_text
+    cfg, store = _store(args)
+    print(status_text(cfg, store, int(time.time() * 1000)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentinel", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pull", action="store_true", help="pull the sources first")
     rp.add_argument("--json", action="store_true", help="one JSON alert event per line")
     rp.set_defaults(func=cmd_replay)
+
+    m = sub.add_parser("mute", help="silence a rule (optionally one group) for a while")
+    m.add_argument("target", nargs="+", metavar="RULE [GROUP] DURATION")
+    m.add_argument("--reason", help="why (shown with the silence)")
+    m.add_argument("--user", default=os.environ.get("USER", "cli"), help="who mutes")
+    m.set_defaults(func=cmd_mute)
+
+    u = sub.add_parser("unmute", help="remove a silence: by its number, or by rule [group]")
+    u.add_argument("what", help="silence number or rule id")
+    u.add_argument("group", nargs="?")
+    u.set_defaults(func=cmd_unmute)
+
+    sl = sub.add_parser("silences", help="list the active silences")
+    sl.set_defaults(func=cmd_silences)
+
+    st = sub.add_parser("status", help="sources, rules and alerts as the store sees them")
+    st.set_defaults(func=cmd_status)
 
     d = sub.add_parser("demo", help="replay a few hours of demo traffic with incidents")
     d.add_argument("--hours", type=float, default=5.0)

@@ -107,6 +107,7 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=OFF")
         self._write_lock = threading.RLock()
         self._create_schema()
+        self._migrate()
 
     # -- schema -------------------------------------------------------------
     def _create_schema(self) -> None:
@@ -166,6 +167,19 @@ class Store:
                 "source": str, "ok": int, "failing_since_ms": int, "last_success_ms": int,
                 "last_attempt_ms": int, "last_error": str, "alert_after_s": int,
             }, pk="source")
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to stores made earlier."""
+        wanted = {
+            "alert": {"dim": str, "clear_since_ms": int, "data": str, "notified": int,
+                      "last_notified_ms": int, "flapping": int, "transitions": str},
+            "outbox": {"suppressed": str},
+        }
+        for table, cols in wanted.items():
+            have = set(self.db[table].columns_dict)
+            for name, typ in cols.items():
+                if name not in have:
+                    self.db[table].add_column(name, typ)
 
     # -- ingest -------------------------------------------------------------
     def ingest(self, source: str, cdrs: Iterable[CDR], *, watermark: Any = None,

@@ -162,3 +162,48 @@ def test_check_never_raises_on_garbage_rule_files(tmp_path, bad):
     (tmp_path / "rules" / "x.toml").write_text(bad)
     a = app(tmp_path, [], Recorder(), [])
     a.cycle(NOW_MS)                       # no exception, no rules, no alerts
+
+
+def test_valid_edit_keeps_the_state_of_unchanged_rules(tmp_path):
+    rules = tmp_path / "rules"
+    write_rules(rules)                                   # r503 in r.toml
+    (rules / "other.toml").write_text(RULE.format(id="other", threshold=50))
+    rec = Recorder()
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec)
+    a.cycle(NOW_MS)
+    assert [n["rule_id"] for n in rec.sent] == ["r503"]
+    # Edit another file, and r503's own diagnosis: same identity, state kept.
+    (rules / "other.toml").write_text(RULE.format(id="other", threshold=60))
+    text = (rules / "r.toml").read_text().replace("ended 503", "ended 503 (edited)")
+    (rules / "r.toml").write_text(text)
+    a.cycle(NOW_MS + 60000)
+    assert [n["rule_id"] for n in rec.sent] == ["r503"]          # no second firing
+    assert a.alerts.current()[("r503", "VEND-A")].state == "firing"
+
+
+def test_regrouped_rule_closes_its_old_alerts(tmp_path):
+    rules = tmp_path / "rules"
+    write_rules(rules)
+    rec = Recorder()
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec)
+    a.cycle(NOW_MS)
+    (rules / "r.toml").write_text(RULE.format(id="r503", threshold=10).replace(
+        'group_by = "egress"', 'group_by = "account"') + "\n")
+    a.cycle(NOW_MS + 60000)
+    kinds = [(n["kind"], n["grp"]) for n in rec.sent]
+    assert ("resolved", "VEND-A") in kinds
+    assert "groups by account" in rec.sent[kinds.index(("resolved", "VEND-A"))]["payload"]["note"]
+
+
+def test_invalid_edit_keeps_the_previous_version_running(tmp_path):
+    rules = tmp_path / "rules"
+    write_rules(rules, threshold=50)
+    rec, problems = Recorder(), []
+    a = app(tmp_path, [ListSource("ok", [storm()])], rec, problems)
+    a.cycle(NOW_MS)
+    (rules / "r.toml").write_text(RULE.format(id="r503", threshold=20).replace(
+        'window = "5m"', 'window = "five minutes"'))
+    a.cycle(NOW_MS)
+    assert [n["kind"] for n in rec.sent] == ["problem"]         # threshold 50 still in force
+    assert "field 'window'" in rec.sent[0]["payload"]["text"]
+    assert a.rulebook.rules["r503"].clauses[0].number == 50

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-_COLOURS = {"firing": "\033[1;31m", "resolved": "\033[1;32m", "reset": "\033[0m"}
+_COLOURS = {"firing": "\033[1;31m", "resolved": "\033[1;32m", "reminder": "\033[1;33m",
+            "flapping": "\033[1;35m", "problem": "\033[1;33m", "reset": "\033[0m"}
 
 
 def fmt_time(ms: int | None, tz: ZoneInfo, with_date: bool = True) -> str:
@@ -34,22 +35,33 @@ def format_notification(p: dict, tz: ZoneInfo, colour: bool = False) -> str:
     if colour:
         word = _COLOURS.get(kind, "") + word + _COLOURS["reset"]
     sev = p.get("severity", "")
-    lines = []
+    at = fmt_time(p.get("at_ms"), tz)
+    if kind == "problem":
+        return f"{word} {p['title']} at {at}\n  {p['text']}"
     if kind == "resolved":
         dur = ""
         if p.get("fired_ms") and p.get("resolved_ms"):
             dur = f", fired for {fmt_duration(p['resolved_ms'] - p['fired_ms'])}"
-        lines.append(f"{word} [{sev}] {p['title']}  at {fmt_time(p.get('resolved_ms'), tz)}{dur}")
+        lines = [f"{word} [{sev}] {p['title']}  at {fmt_time(p.get('resolved_ms'), tz)}{dur}"]
         if p.get("note"):
             lines.append(f"  {p['note']}")
         elif p.get("value_raw") is not None:
             lines.append(f"  now {p['measure']} = {p['value']} ({p['calls']} calls in {p['window']})")
         return "\n".join(lines)
-    lines.append(f"{word} [{sev}] {p['title']}  at {fmt_time(p.get('fired_ms'), tz)}")
+    if kind in ("reminder", "flapping", "stable"):
+        since = f", firing since {fmt_time(p.get('fired_ms'), tz)}" if p.get("fired_ms") else ""
+        lines = [f"{word} [{sev}] {p['title']}  at {at}{since}"]
+        if kind == "reminder":
+            lines.append(f"  still {p['measure']} = {p['value']} (fires when {p['threshold']})")
+        if p.get("note"):
+            lines.append(f"  {p['note']}")
+        return "\n".join(lines)
+    lines = [f"{word} [{sev}] {p['title']}  at {fmt_time(p.get('fired_ms'), tz)}"]
     where = p["group"] if p.get("group_by") == "global" else f"{p['dimension']} {p['group']}"
     baseline = "" if p.get("baseline") in (None, "n/a") else f"; baseline {p['baseline']}"
+    resolve = f"; resolves when {p['resolve_when']}" if p.get("resolve_when") else ""
     lines.append(f"  {where}  |  {p['measure']} = {p['value']} (fires when {p['threshold']}"
-                 f"{baseline})  |  {p['calls']} calls in {p['window']}")
+                 f"{resolve}{baseline})  |  {p['calls']} calls in {p['window']}")
     lines.append(f"  Diagnosis: {p['diagnosis']}")
     if p.get("fixes"):
         lines.append("  What to do:")
