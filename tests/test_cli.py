@@ -34,7 +34,7 @@ def sentinel(*args, cwd: Path) -> subprocess.CompletedProcess:
 def test_check_accepts_the_default_pack(tmp_path):
     r = sentinel("check", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "13 rules in 5 files, 0 errors" in r.stdout
+    assert "14 rules in 5 files, 0 errors" in r.stdout
 
 
 def test_check_names_file_line_rule_and_field(tmp_path):
