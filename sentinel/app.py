@@ -17,6 +17,7 @@ from .config import Config, ConfigError, SourceConfig
 from .evaluate import Evaluation, evaluate
 from .health import DEFAULT_ALERT_AFTER_S, RULE_ID as HEALTH_RULE_ID, failing_sources, health_observations
 from .knowledge import load_knowledge
+from .notifiers import PermanentError
 from .rulebook import RuleBook
 from .sources import SourceError, source_class
 from .store import IngestResult, Store
@@ -104,18 +105,39 @@ class Sentinel:
                             "severity": "warning", "at_ms": now_ms}} for p in problems])
 
     def deliver(self, now_ms: int) -> int:
-        """Send what waits in the outbox; a failure leaves it there for next time."""
-        sent = 0
-        for n in self.store.pending_notifications():
+        """Hand what waits in the outbox to the notifiers.
+
+        A notifier's `deliver(batch, now_ms)` returns, per outbox id, None
+        (sent), an error to retry next cycle, or a `PermanentError` (no retry
+        can fix it: the message is given up and the problem reported). What a
+        notifier does not answer for stays pending. Delivery never blocks
+        evaluation: it runs after it, and failures only wait.
+        """
+        batch = self.store.pending_notifications()
+        if not batch or not self.notifiers:
+            return 0
+        outcome: dict[int, object] = {n["id"]: None for n in batch}
+        for notifier in self.notifiers:
             try:
-                for notifier in self.notifiers:
-                    notifier.send(n)
-            except Exception as e:
-                self.store.mark_failed(n["id"], f"{type(e).__name__}: {e}")
-                self.on_problem(f"could not deliver notification {n['id']}: {e}")
-                break
-            self.store.mark_delivered(n["id"], now_ms)
-            sent += 1
+                result = notifier.deliver(batch, now_ms)
+            except Exception as e:                      # a notifier bug: retry later
+                log.exception("notifier %s failed", getattr(notifier, "name", notifier))
+                result = {n["id"]: f"{type(e).__name__}: {e}" for n in batch}
+            for oid in outcome:
+                err = result.get(oid, "not attempted")
+                if err is not None and outcome[oid] is None:
+                    outcome[oid] = err
+        sent = 0
+        for oid, err in outcome.items():
+            if err is None:
+                self.store.mark_delivered(oid, now_ms)
+                sent += 1
+            elif isinstance(err, PermanentError):
+                self.store.mark_failed(oid, str(err), give_up_at_ms=now_ms)
+                self.on_problem(f"notification {oid} cannot be delivered: {err}")
+            elif err != "not attempted":
+                self.store.mark_failed(oid, str(err))
+                self.on_problem(f"notification {oid} not delivered yet: {err}")
         return sent
 
     def prune(self, now_ms: int) -> None:

@@ -17,9 +17,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from . import cli_bot
 from .app import CycleReport, Sentinel
 from .config import Config, ConfigError, load_config
-from .notifiers.terminal import TerminalNotifier, fmt_time
+from .notifiers import build_notifier
+from .notifiers.terminal import fmt_time
 from .rules import load_rules
 
 log = logging.getLogger("sentinel")
@@ -72,12 +74,13 @@ def cmd_check(args) -> int:
 # -- run --------------------------------------------------------------------
 
 def _notifiers(cfg: Config):
-    return [TerminalNotifier(cfg.tz)]
+    return [build_notifier(cfg)]
 
 
 def cmd_run(args) -> int:
     cfg = _config(args)
     app = Sentinel(cfg, notifiers=_notifiers(cfg))
+    cli_bot.start_beside(cfg, app)
     if args.once:
         report = app.cycle(int(time.time() * 1000))
         n = sum(r.new for r in report.ingested.values())
@@ -246,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="sources, rules and alerts as the store sees them")
     st.set_defaults(func=cmd_status)
+
+    cli_bot.register(sub)
 
     d = sub.add_parser("demo", help="replay a few hours of demo traffic with incidents")
     d.add_argument("--hours", type=float, default=5.0)

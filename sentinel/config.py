@@ -51,6 +51,8 @@ class Config:
     sources: list[SourceConfig] = field(
         default_factory=lambda: [SourceConfig("demo", "demo", {})])
     knowledge_extra: list[str] = field(default_factory=list)
+    slack: dict[str, Any] = field(default_factory=dict)   # validated by notifiers.slack
+    bot: dict[str, Any] = field(default_factory=dict)     # validated by bot
 
     @property
     def tz(self) -> ZoneInfo:
@@ -123,6 +125,11 @@ def load_config(path: str | Path | None) -> Config:
                                   f"kind {kind}; known: {', '.join(sorted(known))}")
             opts = {k: v for k, v in s.items() if k not in ("name", "kind")}
             cfg.sources.append(SourceConfig(name, kind, opts, str(base)))
+    for section in ("slack", "bot"):
+        if section in data:
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"{where(section)}: write it as a [{section}] table")
+            setattr(cfg, section, dict(data[section]))
     if "knowledge" in data:
         extra = data["knowledge"].get("extra", [])
         cfg.knowledge_extra = [str(base / e) for e in extra]

@@ -15,7 +15,8 @@ from typing import TextIO
 
 from .app import Sentinel
 from .config import Config
-from .notifiers.terminal import TerminalNotifier, fmt_time
+from .notifiers import build_notifier
+from .notifiers.terminal import fmt_time
 from .sources.demo import DEFAULT_INCIDENTS, DemoSource, DemoTraffic, Incident
 from .store import Store
 
@@ -69,7 +70,7 @@ def run_demo(cfg: Config, *, hours: float = 5.0, out: TextIO, store_path: str | 
     traffic = DemoTraffic(start_ms, seed=seed, calls_per_minute=calls_per_minute,
                           incidents=incidents)
     store = Store(store_path or ":memory:")
-    notifier = TerminalNotifier(cfg.tz, out)
+    notifier = build_notifier(cfg, out)
     app = Sentinel(cfg, store=store, sources=[DemoSource("demo", traffic)], notifiers=[notifier])
     print(f"Sentinel demo: {hours:g} hours of VOS3000 traffic from {fmt_time(start_ms, cfg.tz)}, "
           f"about {calls_per_minute} calls a minute, rules from {cfg.rules}.", file=out)

@@ -154,7 +154,7 @@ class Store:
             db["outbox"].create({
                 "id": int, "created_ms": int, "kind": str, "rule_id": str, "grp": str,
                 "payload": str, "delivered_ms": int, "attempts": int, "error": str,
-                "suppressed": str,
+                "suppressed": str, "gave_up_ms": int,
             }, pk="id")
             db["outbox"].create_index(["delivered_ms"], if_not_exists=True)
         if "silence" not in db.table_names():
@@ -173,7 +173,7 @@ class Store:
         wanted = {
             "alert": {"dim": str, "clear_since_ms": int, "data": str, "notified": int,
                       "last_notified_ms": int, "flapping": int, "transitions": str},
-            "outbox": {"suppressed": str},
+            "outbox": {"suppressed": str, "gave_up_ms": int},
         }
         for table, cols in wanted.items():
             have = set(self.db[table].columns_dict)
@@ -473,7 +473,8 @@ class Store:
     def pending_notifications(self, limit: int = 500) -> list[dict]:
         cur = self.db.conn.execute(
             "SELECT id, created_ms, kind, rule_id, grp, payload, attempts FROM outbox "
-            "WHERE delivered_ms IS NULL AND suppressed IS NULL ORDER BY id LIMIT ?", (limit,))
+            "WHERE delivered_ms IS NULL AND suppressed IS NULL AND gave_up_ms IS NULL "
+            "ORDER BY id LIMIT ?", (limit,))
         out = []
         for r in cur:
             d = dict(zip(("id", "created_ms", "kind", "rule_id", "grp", "payload", "attempts"), r))
@@ -486,11 +487,20 @@ class Store:
             self.db.conn.execute("UPDATE outbox SET delivered_ms = ?, error = NULL WHERE id = ?",
                                  (at_ms, outbox_id))
 
-    def mark_failed(self, outbox_id: int, error: str) -> None:
+    def mark_failed(self, outbox_id: int, error: str, *, give_up_at_ms: int | None = None) -> None:
+        """Count a failed delivery; `give_up_at_ms` for errors no retry can fix
+        (channel_not_found, invalid_auth): the message stays on record, unsent."""
         with self._write_lock:
             self.db.conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, error = ? WHERE id = ?",
-                (error, outbox_id))
+                "UPDATE outbox SET attempts = attempts + 1, error = ?, gave_up_ms = ? WHERE id = ?",
+                (error, give_up_at_ms, outbox_id))
+
+    def undeliverable(self, limit: int = 50) -> list[dict]:
+        cur = self.db.conn.execute(
+            "SELECT id, created_ms, kind, rule_id, grp, error, gave_up_ms FROM outbox "
+            "WHERE gave_up_ms IS NOT NULL ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
 
     def close(self) -> None:
         self.db.conn.close()

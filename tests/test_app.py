@@ -54,11 +54,12 @@ class Recorder:
     def __init__(self, fail_times=0):
         self.sent, self.fail_times = [], fail_times
 
-    def send(self, n):
+    def deliver(self, batch, now_ms):
         if self.fail_times:
             self.fail_times -= 1
-            raise ConnectionError("Slack unreachable")
-        self.sent.append(n)
+            return {n["id"]: "Slack unreachable" for n in batch}
+        self.sent += batch
+        return {n["id"]: None for n in batch}
 
 
 def write_rules(folder: Path, threshold=10, rule_id="r503"):
@@ -207,3 +208,21 @@ def test_invalid_edit_keeps_the_previous_version_running(tmp_path):
     assert [n["kind"] for n in rec.sent] == ["problem"]         # threshold 50 still in force
     assert "field 'window'" in rec.sent[0]["payload"]["text"]
     assert a.rulebook.rules["r503"].clauses[0].number == 50
+
+
+class Refusing:
+    """A notifier whose every answer is a PermanentError (a channel that is gone)."""
+
+    def deliver(self, batch, now_ms):
+        from sentinel.notifiers import PermanentError
+        return {n["id"]: PermanentError("channel_not_found: #noc-alerts") for n in batch}
+
+
+def test_an_error_no_retry_can_fix_is_reported_and_given_up(tmp_path):
+    write_rules(tmp_path / "rules")
+    problems = []
+    a = app(tmp_path, [ListSource("ok", [storm()])], Refusing(), problems)
+    a.cycle(NOW_MS)
+    assert any("channel_not_found" in p for p in problems)
+    assert a.store.pending_notifications() == []                 # not retried forever
+    assert a.store.undeliverable()[0]["error"] == "channel_not_found: #noc-alerts"

@@ -81,7 +81,9 @@ class TerminalNotifier:
         self.stream = stream or sys.stdout
         self.colour = hasattr(self.stream, "isatty") and self.stream.isatty()
 
-    def send(self, notification: dict) -> None:
-        print(format_notification(notification["payload"], self.tz, self.colour),
-              file=self.stream, flush=True)
-        print(file=self.stream)
+    def deliver(self, batch: list[dict], now_ms: int) -> dict[int, str | None]:
+        for n in batch:
+            print(format_notification(n["payload"], self.tz, self.colour),
+                  file=self.stream, flush=True)
+            print(file=self.stream)
+        return {n["id"]: None for n in batch}
