@@ -33,7 +33,7 @@ nor forgets.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from .evaluate import GLOBAL_GROUP, Evaluation, Observation
@@ -110,7 +110,7 @@ def next_state(cur: AlertState, obs: Observation | None, rule: Rule,
             return _fire(seen, now_ms, since=cur.active_since_ms), "firing"
         return seen, None
     # firing
-    if obs.matched or rule.still_bad(obs.value, obs.baseline):
+    if obs.matched or rule.still_bad(obs.values, obs.base_values):
         return replace(seen, clear_since_ms=None), None
     if rule.keep_firing_min:
         cleared = cur.clear_since_ms or now_ms
@@ -292,10 +292,9 @@ def payload(c: Candidate, now_ms: int, note: str | None = None) -> dict:
 
 # -- the manager -----------------------------------------------------------------
 
-@dataclass
-class ApplyResult:
-    notifications: list[dict] = field(default_factory=list)   # delivered ones
-    suppressed: list[dict] = field(default_factory=list)
+def delivered(notes: Iterable[dict]) -> list[dict]:
+    """The notifications that were not held back."""
+    return [n for n in notes if not n.get("suppressed")]
 
 
 class AlertManager:
@@ -309,7 +308,8 @@ class AlertManager:
 
     def apply(self, ev: Evaluation, rules: dict[str, Rule], *, hold: str | None = None,
               extra: dict[str, dict[str, Observation]] | None = None) -> list[dict]:
-        """Advance every alert; return the notifications to deliver.
+        """Advance every alert; return the notifications it recorded: those to
+        deliver, and those held back (`suppressed` says why).
 
         `hold`: a reason to keep every rule alert as it is (a source is down:
         no data is not recovery). `extra`: observations of built-in alerts
@@ -379,7 +379,7 @@ class AlertManager:
                 notes.append(self._gone_note(closed, now, why))
         if rows or notes:
             self.store.save_alert_changes(rows, notes)
-        return [n for n in notes if not n.get("suppressed")]
+        return notes
 
     def _gone_note(self, st: AlertState, now_ms: int, why: str) -> dict:
         return {"created_ms": now_ms, "kind": "resolved", "rule_id": st.rule_id,
@@ -388,6 +388,14 @@ class AlertManager:
                     "group_key": st.group, "title": f"{st.rule_id} on {st.group or 'all traffic'}",
                     "fired_ms": st.fired_ms, "resolved_ms": now_ms, "at_ms": now_ms,
                     "severity": "info", "note": why}}
+
+    def open_groups(self) -> dict[str, set[str]]:
+        """Rule id -> groups whose alert is pending or firing."""
+        out: dict[str, set[str]] = {}
+        for (rule_id, g), st in self.current().items():
+            if st.state in (PENDING, FIRING):
+                out.setdefault(rule_id, set()).add(g)
+        return out
 
     def firing(self) -> list[AlertState]:
         return [a for a in self.current().values() if a.state == FIRING]

@@ -87,7 +87,7 @@ class Sentinel:
 
     def evaluate(self, now_ms: int) -> tuple[Evaluation, list[dict]]:
         engine = self.rulebook.engine
-        ev = evaluate(self.store, engine, now_ms)
+        ev = evaluate(self.store, engine, now_ms, open_groups=self.alerts.open_groups())
         status = self.store.source_status()
         down = failing_sources(status)
         hold = f"source {', '.join(down)} is not delivering" if down else None

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import cli_bot
+from .alerts import delivered
 from .app import CycleReport, Sentinel
 from .config import Config, ConfigError, load_config
 from .notifiers import build_notifier
@@ -84,7 +85,7 @@ def cmd_run(args) -> int:
     if args.once:
         report = app.cycle(int(time.time() * 1000))
         n = sum(r.new for r in report.ingested.values())
-        print(f"one cycle: {n} new CDRs, {len(report.notifications)} notifications, "
+        print(f"one cycle: {n} new CDRs, {len(delivered(report.notifications))} notifications, "
               f"{len(report.problems)} problems", file=sys.stderr)
         return 0
 
@@ -125,12 +126,15 @@ def cmd_replay(args) -> int:
         for problem in report.problems:
             print(f"warning: {problem}", file=sys.stderr)
     events = replay(app.store, cfg.rules, start, end, step_s=args.step or cfg.interval_s)
+    if not args.all:
+        events = [e for e in events if not e["suppressed"]]
     for e in events:
         if args.json:
             print(json.dumps(e, sort_keys=True))
         else:
+            held = f"  (held back: {e['suppressed']})" if e["suppressed"] else ""
             print(f"{fmt_time(e['at_ms'], cfg.tz)}  {e['kind'].upper():8}  {e['rule_id']:28} "
-                  f"{e['group'] or '(all)':18} {e.get('value', '')}")
+                  f"{e['group'] or '(all)':18} {e.get('value', '')}{held}")
     if not args.json:
         print(f"{len(events)} events", file=sys.stderr)
     return 0
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--step", type=int, help="seconds between evaluations (default: the interval)")
     rp.add_argument("--pull", action="store_true", help="pull the sources first")
     rp.add_argument("--json", action="store_true", help="one JSON alert event per line")
+    rp.add_argument("--all", action="store_true",
+                    help="also list what silences, inhibitions and flapping held back")
     rp.set_defaults(func=cmd_replay)
 
     m = sub.add_parser("mute", help="silence a rule (optionally one group) for a while")

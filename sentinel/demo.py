@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TextIO
 
+from .alerts import delivered
 from .app import Sentinel
 from .config import Config
 from .notifiers import build_notifier
@@ -85,7 +86,7 @@ def run_demo(cfg: Config, *, hours: float = 5.0, out: TextIO, store_path: str | 
         if report is None:
             app.pull(t, _quiet_report(t))
             continue
-        for n in report.notifications:
+        for n in delivered(report.notifications):
             if n["kind"] == "firing":
                 summary.firings.append(n)
     summary.cdrs = store.count_cdrs()

@@ -19,9 +19,11 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
+import durable_rules_engine
 from durable.engine import Host, MessageNotHandledException
 
 from .rules import Clause, Rule
@@ -41,6 +43,8 @@ class _SentinelHost(Host):
     def __init__(self):
         super().__init__()
         self.matches: list[tuple[str, str]] = []
+        self._retired: list[tuple[float, object]] = []
+        self._inert = None
 
     def get_action(self, action_name):
         matches = self.matches
@@ -50,9 +54,32 @@ class _SentinelHost(Host):
         return record
 
     def unregister(self, name: str) -> None:
+        """Forget a ruleset without disturbing the engine's timer threads.
+
+        Those threads walk `_ruleset_list` by index, so the list must never
+        shrink: the retired ruleset's slot gets an inert placeholder. Its C
+        handle is freed a few seconds later, when no dispatch can still be
+        running on it.
+        """
         rs = self._ruleset_directory.pop(name, None)
-        if rs is not None and rs in self._ruleset_list:
-            self._ruleset_list.remove(rs)
+        if rs is None:
+            return
+        now = time.monotonic()
+        for retired_at, old in list(self._retired):
+            if now - retired_at > 5:
+                durable_rules_engine.delete_ruleset(old._handle)
+                self._retired.remove((retired_at, old))
+        for i, r in enumerate(self._ruleset_list):
+            if r is rs:
+                self._ruleset_list[i] = self._placeholder()
+        self._retired.append((now, rs))
+
+    def _placeholder(self):
+        if self._inert is None:
+            self.register_rulesets({"sentinel_inert": {
+                "never": {"all": [{"m": {"sentinel_never": 1}}], "run": "never"}}})
+            self._inert = self._ruleset_directory["sentinel_inert"]
+        return self._inert
 
 
 _host: _SentinelHost | None = None
@@ -65,7 +92,8 @@ def _get_host() -> _SentinelHost:
     return _host
 
 
-def _clause_json(field: str, c: Clause) -> dict:
+def _clause_json(rule: Rule, c: Clause) -> dict:
+    field = c.field(rule.measure)
     if c.relative:
         rhs: Any = {"$mul": {"$l": {"$m": "base_" + field}, "$r": c.number}}
     else:
@@ -83,12 +111,8 @@ def rule_condition(rule: Rule) -> dict:
         terms.append({"$gte": {"calls": rule.min_calls}})
     if rule.min_baseline_calls:
         terms.append({"$gte": {"base_calls": rule.min_baseline_calls}})
-    terms += [_clause_json(rule.measure.field, c) for c in rule.clauses]
+    terms += [_clause_json(rule, c) for c in rule.clauses]
     return terms[0] if len(terms) == 1 else {"$and": terms}
-
-
-def fact_fields(rules: Iterable[Rule]) -> set[str]:
-    return {r.measure.field for r in rules}
 
 
 @dataclass

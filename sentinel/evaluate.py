@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from .engine import RuleEngine
-from .metrics import GroupStats, group_stats
+from .metrics import GroupStats, Measure, group_stats
 from .rules import Baseline, Rule
 from .store import Store
 
@@ -24,7 +24,12 @@ GLOBAL_GROUP = ""
 
 @dataclass
 class Observation:
-    """What one rule saw of one group in one evaluation."""
+    """What one rule saw of one group in one evaluation.
+
+    `values` and `base_values` hold every field the rule's conditions read
+    (its measure, "calls", a share's "count_..."), for the window and the
+    baseline; `value` and `baseline` are the measure's own.
+    """
     rule: Rule
     group: str
     value: float | None
@@ -33,6 +38,8 @@ class Observation:
     base_calls: float
     matched: bool
     stats: GroupStats
+    values: dict = field(default_factory=dict)
+    base_values: dict = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
@@ -78,9 +85,29 @@ class StatsCache:
         return self._cache[key]
 
 
+def measures_read(rules: list[Rule]) -> dict[str, Measure]:
+    """Field name -> measure, for every field the rules' conditions read."""
+    out: dict[str, Measure] = {}
+    for r in rules:
+        out[r.measure.field] = r.measure
+        for c in r.clauses + (r.resolve_clauses or ()):
+            if c.subject == "count":
+                m = Measure(op="count", selector=r.measure.selector)
+                out[m.field] = m
+    return out
+
+
 def evaluate(store: Store, engine: RuleEngine, now_ms: int,
-             cache: StatsCache | None = None) -> Evaluation:
+             cache: StatsCache | None = None,
+             open_groups: dict[str, set[str]] | None = None) -> Evaluation:
+    """Judge every rule over its window at `now_ms`.
+
+    `open_groups` (rule id -> groups with a pending or firing alert) are
+    judged even when they had no call in the window: for a rule that needs no
+    minimum sample, silence from a scanner's IP is a verdict, not a gap.
+    """
     cache = cache or StatsCache(store)
+    open_groups = open_groups or {}
     cycle = next(_cycle)
     result = Evaluation(now_ms=now_ms, window_end_minute=now_ms // 60000)
     empty = GroupStats()
@@ -95,18 +122,21 @@ def evaluate(store: Store, engine: RuleEngine, now_ms: int,
             b_start, b_end, scale = baseline_bounds(now_ms, window_min, baseline)
             base = cache.get(dim, b_start, b_end)
         groups = set(window) | set(base)
+        for r in rules:
+            groups |= open_groups.get(r.id, set())
         if dim == "global":
             groups.add(GLOBAL_GROUP)
-        measures = {r.measure.field: r.measure for r in rules}
+        measures = measures_read(rules)
         facts = []
-        per_group: dict[str, tuple[GroupStats, GroupStats | None, dict, dict]] = {}
+        per_group: dict[str, tuple[GroupStats, dict, dict]] = {}
         for g in groups:
             w = window.get(g, empty)
             b = base.get(g) if baseline is not None else None
             fact = {"gid": g, "cyc": cycle, "calls": w.calls}
-            values, base_values = {}, {}
+            values: dict = {"calls": w.calls}
+            base_values: dict = {}
             if baseline is not None:
-                fact["base_calls"] = (b.calls if b else 0) * scale
+                base_values["calls"] = fact["base_calls"] = (b.calls if b else 0) * scale
             for fname, m in measures.items():
                 v = m.value(w)
                 values[fname] = v
@@ -120,14 +150,15 @@ def evaluate(store: Store, engine: RuleEngine, now_ms: int,
                     if bv is not None:
                         fact["base_" + fname] = bv
             facts.append(fact)
-            per_group[g] = (w, b, values, base_values)
+            per_group[g] = (w, values, base_values)
         matched = set(engine.judge(key, facts))
         for r in rules:
             by_group = result.observations.setdefault(r.id, {})
             f = r.measure.field
-            for g, (w, b, values, base_values) in per_group.items():
+            for g, (w, values, base_values) in per_group.items():
                 by_group[g] = Observation(
                     rule=r, group=g, value=values[f], baseline=base_values.get(f),
-                    calls=w.calls, base_calls=(b.calls * scale if b else 0.0),
-                    matched=(r.id, g) in matched, stats=w)
+                    calls=w.calls, base_calls=base_values.get("calls", 0.0),
+                    matched=(r.id, g) in matched, stats=w, values=values,
+                    base_values=base_values)
     return result

@@ -58,7 +58,7 @@ def health_observations(status_rows: list[dict], now_ms: int) -> dict[str, Obser
         out[row["source"]] = Observation(
             rule=rule, group=row["source"], value=round(down_min, 1), baseline=None,
             calls=0, base_calls=0, matched=since is not None and rule.clauses[0].holds(down_min, None),
-            stats=GroupStats())
+            stats=GroupStats(), values={"minutes_down": down_min, "calls": 0})
     return out
 
 

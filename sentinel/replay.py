@@ -19,7 +19,8 @@ from .store import Store
 
 def replay_notifications(store: Store, rules: str | Path, start_ms: int, end_ms: int,
                          step_s: int = 60) -> Iterator[dict]:
-    """Yield every notification the rules would have produced, in time order."""
+    """Yield every notification the rules would have produced, in time order,
+    those held back included (with `suppressed` saying why)."""
     book = RuleBook(rules)
     book.refresh()
     scratch = Store(":memory:")
@@ -27,7 +28,7 @@ def replay_notifications(store: Store, rules: str | Path, start_ms: int, end_ms:
     step_ms = step_s * 1000
     t = start_ms
     while t <= end_ms:
-        ev = evaluate(store, book.engine, t)
+        ev = evaluate(store, book.engine, t, open_groups=manager.open_groups())
         for note in manager.apply(ev, book.engine.rules):
             yield note
         t += step_ms
@@ -41,4 +42,5 @@ def replay(store: Store, rules: str | Path, start_ms: int, end_ms: int,
         "at_ms": n["created_ms"], "kind": n["kind"], "rule_id": n["rule_id"],
         "group": n["grp"], "severity": n["payload"].get("severity"),
         "value": n["payload"].get("value"), "title": n["payload"].get("title"),
+        "suppressed": n.get("suppressed"),
     } for n in replay_notifications(store, rules, start_ms, end_ms, step_s)]

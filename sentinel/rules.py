@@ -43,7 +43,7 @@ TEMPLATE_FIELDS = {"group", "dimension", "value", "threshold", "baseline", "call
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(m|min|h|d)\s*$")
 _CLAUSE_RE = re.compile(
-    r"^\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*(%|s|x\s*baseline)?\s*$")
+    r"^\s*(count|calls)?\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*(%|s|x\s*baseline)?\s*$")
 
 
 class RuleError(Exception):
@@ -64,9 +64,18 @@ class RuleError(Exception):
 
 @dataclass(frozen=True)
 class Clause:
-    op: str                  # one of _OPS
+    op: str                  # >, >=, <, <=, ==, !=
     number: float            # threshold, or factor of the baseline
     relative: bool = False   # number x baseline
+    subject: str = ""        # "" the rule's measure; "count" its count; "calls" all calls
+
+    def field(self, measure: Measure) -> str:
+        """The fact field this clause compares."""
+        if self.subject == "calls":
+            return "calls"
+        if self.subject == "count":
+            return Measure(op="count", selector=measure.selector).field
+        return measure.field
 
     def holds(self, value: float, baseline: float | None) -> bool:
         rhs = self.number * (baseline or 0.0) if self.relative else self.number
@@ -108,14 +117,28 @@ class Rule:
     repeat_min: int = DEFAULT_REPEAT_MIN
     inhibits: tuple[str, ...] = ()                      # rule ids, or "*" for all
 
-    def still_bad(self, value: float | None, baseline: float | None) -> bool:
+    def clause_fields(self) -> set[str]:
+        """Every fact field the rule's conditions read."""
+        return {c.field(self.measure) for c in self.clauses + (self.resolve_clauses or ())}
+
+    def holds(self, clauses: tuple[Clause, ...], values: dict, base_values: dict) -> bool | None:
+        """Do all clauses hold for these values? None when a value is missing."""
+        for c in clauses:
+            f = c.field(self.measure)
+            v = values.get(f)
+            if v is None:
+                return None
+            if not c.holds(v, base_values.get(f)):
+                return False
+        return True
+
+    def still_bad(self, values: dict, base_values: dict) -> bool:
         """While firing: does the condition still hold? With `resolve_when`
         the alert resolves only when that holds (hysteresis)."""
-        if value is None:
-            return True
         if self.resolve_clauses is not None:
-            return not all(c.holds(value, baseline) for c in self.resolve_clauses)
-        return all(c.holds(value, baseline) for c in self.clauses)
+            ok = self.holds(self.resolve_clauses, values, base_values)
+            return ok is not True
+        return self.holds(self.clauses, values, base_values) is not False
 
     def inhibits_rule(self, other: "Rule") -> bool:
         return other.id != self.id and ("*" in self.inhibits or other.id in self.inhibits)
@@ -192,6 +215,12 @@ def parse_measure(text: Any) -> Measure:
 
 
 def parse_condition(text: Any) -> tuple[Clause, ...]:
+    """'> 10%', '> 3x baseline and >= 20', '> 10% and count >= 10', '== 0'.
+
+    A clause compares the rule's measure, unless it starts with `count` (the
+    number of calls counted by a share: "at least 10 of them") or `calls`
+    (all calls of the group).
+    """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("expected a condition such as \"> 10%\" or \"> 3x baseline and >= 20\"")
     clauses = []
@@ -199,9 +228,11 @@ def parse_condition(text: Any) -> tuple[Clause, ...]:
         m = _CLAUSE_RE.match(part)
         if not m:
             raise ValueError(f"cannot read {part.strip()!r}: write OP NUMBER, e.g. \"> 10%\", "
-                             "\"< 2.5s\", \"> 3x baseline\"; join clauses with \"and\"")
-        op, num, suffix = m.group(1), float(m.group(2)), (m.group(3) or "")
-        clauses.append(Clause(op, num, relative=suffix.replace(" ", "") == "xbaseline"))
+                             "\"< 2.5s\", \"> 3x baseline\", \"count >= 10\"; "
+                             "join clauses with \"and\"")
+        subject, op, num, suffix = m.group(1) or "", m.group(2), float(m.group(3)), (m.group(4) or "")
+        clauses.append(Clause(op, num, relative=suffix.replace(" ", "") == "xbaseline",
+                              subject=subject))
     return tuple(clauses)
 
 
@@ -298,6 +329,9 @@ def parse_rule(raw: dict, file: str, index: int, loc: _Locator) -> Rule | None:
         if any(c.relative for c in cl) and baseline is None:
             raise err(key, "compares with the baseline, so the rule needs baseline = "
                       "\"preceding 1h\" or \"yesterday\"")
+        if any(c.subject == "count" for c in cl) and measure.op != "share":
+            raise err(key, "\"count\" is the number of calls a share counts: "
+                      "only a \"share of ...\" measure has one")
     inhibits = raw.get("inhibits", [])
     if not isinstance(inhibits, list) or not all(isinstance(i, str) for i in inhibits):
         raise err("inhibits", "must be a list of rule ids (or [\"*\"] for every rule)")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.alerts import FIRING, INACTIVE, PENDING, RESOLVED, AlertManager, AlertState, next_state
+from sentinel.alerts import (FIRING, INACTIVE, PENDING, RESOLVED, AlertManager, AlertState,
+                             delivered, next_state)
 from sentinel.evaluate import Evaluation, Observation
 from sentinel.metrics import GroupStats
 from sentinel.rules import parse_rule_file
@@ -76,7 +77,8 @@ def rules(tmp_path_factory):
 def obs(rule, group, value, calls=100):
     matched = calls >= rule.min_calls and all(c.holds(value, None) for c in rule.clauses)
     return Observation(rule=rule, group=group, value=value, baseline=None, calls=calls,
-                       base_calls=0, matched=matched, stats=GroupStats(calls=calls))
+                       base_calls=0, matched=matched, stats=GroupStats(calls=calls),
+                       values={rule.measure.field: value, "calls": calls})
 
 
 def evaluation(now, *observations):
@@ -98,7 +100,7 @@ class Driver:
         if self.restart:
             self.store.close()
             self.store = Store(self.path)
-        notes = AlertManager(self.store).apply(evaluation(now, *observations), self.rules)
+        notes = delivered(AlertManager(self.store).apply(evaluation(now, *observations), self.rules))
         self.sent += [(round((now - T0) / MIN), n["kind"], n["rule_id"], n["grp"]) for n in notes]
         return notes
 
@@ -248,7 +250,7 @@ def test_removed_rule_resolves_its_announced_alerts(tmp_path, rules):
     d = Driver(tmp_path / "s.db", rules)
     d.step(T0, obs(rules["storm"], "V1", 40))
     without = {k: v for k, v in rules.items() if k != "storm"}
-    notes = AlertManager(d.store).apply(evaluation(T0 + MIN), without)
+    notes = delivered(AlertManager(d.store).apply(evaluation(T0 + MIN), without))
     assert [(n["kind"], n["rule_id"]) for n in notes] == [("resolved", "storm")]
     assert "removed" in notes[0]["payload"]["note"]
     assert AlertManager(d.store).apply(evaluation(T0 + 2 * MIN), without) == []
@@ -260,4 +262,5 @@ def test_hold_keeps_everything_as_it_is(tmp_path, rules):
     d.step(T0, obs(storm, "V1", 40))
     m = AlertManager(d.store)
     assert m.apply(evaluation(T0 + MIN, obs(storm, "V1", 0)), rules, hold="source down") == []
+    assert d.state("storm", "V1").state == FIRING
     assert d.state("storm", "V1").state == FIRING
