@@ -140,6 +140,22 @@ def cmd_replay(args) -> int:
     return 0
 
 
+# -- rule tests ---------------------------------------------------------------
+
+def cmd_test(args) -> int:
+    from .ruletest import format_report, junit_xml, run_tests
+    cfg = _config(args)
+    path = args.path or cfg.rules
+    report = run_tests(path, rules_path=args.rules, pattern=args.run, tz=cfg.tz)
+    print(format_report(report))
+    if args.junit:
+        Path(args.junit).write_text(junit_xml(report), encoding="utf-8")
+    if not report.results and not report.errors:
+        print(f"sentinel: no *.test.toml under {path}", file=sys.stderr)
+        return 1
+    return 0 if report.ok else 1
+
+
 # -- demo -------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -255,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="sources, rules and alerts as the store sees them")
     st.set_defaults(func=cmd_status)
+
+    t = sub.add_parser("test", help="run the rule tests (*.test.toml) against the rules")
+    t.add_argument("path", nargs="?", help="a test file or folder (default: the rules folder)")
+    t.add_argument("--rules", help="the rule files to test (default: the tests' folder)")
+    t.add_argument("--run", metavar="PATTERN", help="only tests whose name matches this regex")
+    t.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    t.set_defaults(func=cmd_test)
 
     cli_bot.register(sub)
 

@@ -3,44 +3,148 @@
 The alert state of a replay lives in a scratch in-memory store, so replaying
 never touches the live alerts or sends anything. The same `evaluate` and
 `AlertManager` as the daemon do the work, so a replay raises what `run` would
-have raised over the same CDRs.
+have raised over the same CDRs. `Replayer` is the loop; `sentinel replay`,
+`sentinel test` and the tuning report drive it.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from .alerts import AlertManager
-from .evaluate import evaluate
+from .alerts import FIRING, AlertManager, AlertState
+from .engine import RuleEngine
+from .evaluate import StatsCache, evaluate
 from .rulebook import RuleBook
+from .rules import Rule
 from .store import Store
 
 
-def replay_notifications(store: Store, rules: str | Path, start_ms: int, end_ms: int,
-                         step_s: int = 60) -> Iterator[dict]:
-    """Yield every notification the rules would have produced, in time order,
-    those held back included (with `suppressed` saying why)."""
+class Replayer:
+    """Steps a rule set over a store's CDRs with a simulated clock."""
+
+    def __init__(self, store: Store, rules: list[Rule], silences: list[dict] = ()):
+        self.store = store
+        self.engine = RuleEngine(rules)
+        self.scratch = Store(":memory:")
+        for s in silences:
+            self.scratch.add_silence(s["rule_id"], s.get("grp"), s["starts_ms"], s["ends_ms"],
+                                     s.get("reason", "test"), s.get("created_by", "test"))
+        self.manager = AlertManager(self.scratch)
+        self.cache = StatsCache(store)
+        self.episodes: list[Episode] = []
+        self._open: dict[tuple[str, str], Episode] = {}
+
+    def step(self, now_ms: int) -> list[dict]:
+        """One evaluation at `now_ms`: the notifications it recorded."""
+        ev = evaluate(self.store, self.engine, now_ms, self.cache,
+                      open_groups=self.manager.open_groups())
+        notes = self.manager.apply(ev, self.engine.rules)
+        self._track(now_ms)
+        return notes
+
+    def _track(self, now_ms: int) -> None:
+        """Firing episodes, from state changes (announced or held back alike)."""
+        firing = {(a.rule_id, a.group) for a in self.firing()}
+        for key in firing - set(self._open):
+            ep = Episode(key[0], key[1], now_ms, None)
+            self._open[key] = ep
+            self.episodes.append(ep)
+        for key in set(self._open) - firing:
+            self._open.pop(key).resolved_ms = now_ms
+
+    def firing(self) -> list[AlertState]:
+        return sorted((a for a in self.manager.current().values() if a.state == FIRING),
+                      key=lambda a: (a.rule_id, a.group))
+
+    def close(self) -> None:
+        self.engine.close()
+        self.scratch.close()
+
+
+def load_rule_list(rules: str | Path) -> list[Rule]:
     book = RuleBook(rules)
     book.refresh()
-    scratch = Store(":memory:")
-    manager = AlertManager(scratch)
-    step_ms = step_s * 1000
-    t = start_ms
-    while t <= end_ms:
-        ev = evaluate(store, book.engine, t, open_groups=manager.open_groups())
-        for note in manager.apply(ev, book.engine.rules):
-            yield note
-        t += step_ms
+    out = list(book.rules.values())
     book.engine.close()
+    return out
 
 
-def replay(store: Store, rules: str | Path, start_ms: int, end_ms: int,
-           step_s: int = 60) -> list[dict]:
-    """Alert events (firing, resolved) as plain dicts, for printing or JSON."""
+def replay_notifications(store: Store, rules: str | Path | list[Rule], start_ms: int,
+                         end_ms: int, step_s: int = 60,
+                         progress: Callable[[int, int], None] | None = None) -> Iterator[dict]:
+    """Yield every notification the rules would have produced, in time order,
+    those held back included (with `suppressed` saying why)."""
+    rule_list = rules if isinstance(rules, list) else load_rule_list(rules)
+    r = Replayer(store, rule_list)
+    step_ms = step_s * 1000
+    total = max(1, (end_ms - start_ms) // step_ms + 1)
+    try:
+        for i, t in enumerate(range(start_ms, end_ms + 1, step_ms)):
+            yield from r.step(t)
+            if progress and i % 60 == 0:
+                progress(i, total)
+    finally:
+        r.close()
+
+
+def replay(store: Store, rules: str | Path | list[Rule], start_ms: int, end_ms: int,
+           step_s: int = 60, progress=None) -> list[dict]:
+    """Alert events (firing, resolved...) as plain dicts, for printing or JSON."""
     return [{
         "at_ms": n["created_ms"], "kind": n["kind"], "rule_id": n["rule_id"],
         "group": n["grp"], "severity": n["payload"].get("severity"),
         "value": n["payload"].get("value"), "title": n["payload"].get("title"),
         "suppressed": n.get("suppressed"),
-    } for n in replay_notifications(store, rules, start_ms, end_ms, step_s)]
+    } for n in replay_notifications(store, rules, start_ms, end_ms, step_s, progress)]
+
+
+# -- tuning: what alerts a rule set raises, and what a change would do -----------
+
+@dataclass
+class Episode:
+    """One stretch of an alert firing."""
+    rule_id: str
+    group: str
+    fired_ms: int
+    resolved_ms: int | None       # None: still firing at the end
+
+    def minutes(self, end_ms: int) -> float:
+        return ((self.resolved_ms or end_ms) - self.fired_ms) / 60000
+
+
+@dataclass
+class RuleSummary:
+    rule_id: str
+    episodes: list[Episode] = field(default_factory=list)
+
+    def firing_minutes(self, end_ms: int) -> float:
+        return sum(e.minutes(end_ms) for e in self.episodes)
+
+    def groups(self) -> list[str]:
+        return sorted({e.group for e in self.episodes})
+
+
+def backtest(store: Store, rules: list[Rule], start_ms: int, end_ms: int, step_s: int = 60,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, RuleSummary]:
+    """Per rule, the firing episodes the rules would have had over the period."""
+    r = Replayer(store, rules)
+    step_ms = step_s * 1000
+    total = max(1, (end_ms - start_ms) // step_ms + 1)
+    try:
+        for i, t in enumerate(range(start_ms, end_ms + 1, step_ms)):
+            r.step(t)
+            if progress and i % 60 == 0:
+                progress(i, total)
+        out = {rule.id: RuleSummary(rule.id) for rule in rules}
+        for ep in r.episodes:
+            out[ep.rule_id].episodes.append(ep)
+        return out
+    finally:
+        r.close()
+
+
+def print_progress(done: int, total: int) -> None:
+    print(f"\rreplaying: {100 * done // total:3d}%", end="", file=sys.stderr, flush=True)

@@ -450,3 +450,53 @@ def load_rules(path: str | Path) -> LoadedRules:
             seen[r.id] = str(f)
         out.rules.extend(rules)
     return out
+
+
+def override(rule: Rule, key: str, value: str) -> Rule:
+    """A copy of `rule` with one field changed, as `sentinel replay --set` asks:
+    `threshold` (the number of the first clause on the measure), or any of
+    fire_when, resolve_when, window, for, keep_firing_for, min_calls,
+    min_baseline_calls, baseline, severity."""
+    from dataclasses import replace
+    v = value.strip()
+    if key == "threshold":
+        m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(%|s|x)?", v)
+        if not m:
+            raise ValueError(f"threshold: write a number such as 15%, 2.5s or 3x, got {value!r}")
+        idx = next((i for i, c in enumerate(rule.clauses) if c.subject == ""), None)
+        if idx is None:
+            raise ValueError(f"rule {rule.id!r} has no clause on its measure to change")
+        old = rule.clauses[idx]
+        new = replace(old, number=float(m.group(1)))
+        clauses = rule.clauses[:idx] + (new,) + rule.clauses[idx + 1:]
+        text = " and ".join(_clause_text(c, rule.measure.unit) for c in clauses)
+        return replace(rule, clauses=clauses, fire_when=text)
+    if key in ("fire_when", "resolve_when"):
+        clauses = parse_condition(v)
+        if key == "fire_when":
+            return replace(rule, clauses=clauses, fire_when=v)
+        return replace(rule, resolve_clauses=clauses, resolve_when=v)
+    if key == "window":
+        return replace(rule, window_min=parse_duration(v))
+    if key in ("for", "keep_firing_for"):
+        return replace(rule, **{"for_min" if key == "for" else "keep_firing_min":
+                                parse_optional_duration(v)})
+    if key in ("min_calls", "min_baseline_calls"):
+        if not v.isdigit():
+            raise ValueError(f"{key}: must be a whole number, got {value!r}")
+        return replace(rule, **{key: int(v)})
+    if key == "baseline":
+        return replace(rule, baseline=parse_baseline(v))
+    if key == "severity":
+        if v not in SEVERITIES:
+            raise ValueError(f"severity: one of {', '.join(SEVERITIES)}")
+        return replace(rule, severity=v)
+    raise ValueError(f"cannot change {key!r}; try threshold, fire_when, resolve_when, window, "
+                     "for, keep_firing_for, min_calls, min_baseline_calls, baseline, severity")
+
+
+def _clause_text(c: Clause, measure_unit: str) -> str:
+    subject = f"{c.subject} " if c.subject else ""
+    number = f"{c.number:g}"
+    unit = "x baseline" if c.relative else (measure_unit if not c.subject and measure_unit in ("%", "s") else "")
+    return f"{subject}{c.op} {number}{unit}".strip()
