@@ -115,7 +115,8 @@ def cmd_run(args) -> int:
 # -- replay -----------------------------------------------------------------
 
 def cmd_replay(args) -> int:
-    from .replay import replay
+    from .replay import backtest, load_rule_list, print_progress, replay
+    from .rules import override
     cfg = _config(args)
     start = _parse_time(args.start, cfg.tz)
     end = _parse_time(args.end, cfg.tz)
@@ -125,19 +126,102 @@ def cmd_replay(args) -> int:
         app.pull(end, report)
         for problem in report.problems:
             print(f"warning: {problem}", file=sys.stderr)
-    events = replay(app.store, cfg.rules, start, end, step_s=args.step or cfg.interval_s)
-    if not args.all:
-        events = [e for e in events if not e["suppressed"]]
-    for e in events:
-        if args.json:
-            print(json.dumps(e, sort_keys=True))
-        else:
-            held = f"  (held back: {e['suppressed']})" if e["suppressed"] else ""
-            print(f"{fmt_time(e['at_ms'], cfg.tz)}  {e['kind'].upper():8}  {e['rule_id']:28} "
-                  f"{e['group'] or '(all)':18} {e.get('value', '')}{held}")
-    if not args.json:
-        print(f"{len(events)} events", file=sys.stderr)
+    step = args.step or cfg.interval_s
+    progress = print_progress if sys.stderr.isatty() or args.progress else None
+    if not args.set:
+        events = replay(app.store, cfg.rules, start, end, step_s=step, progress=progress)
+        if progress:
+            print(file=sys.stderr)
+        if not args.all:
+            events = [e for e in events if not e["suppressed"]]
+        for e in events:
+            if args.json:
+                print(json.dumps(e, sort_keys=True))
+            else:
+                held = f"  (held back: {e['suppressed']})" if e["suppressed"] else ""
+                print(f"{fmt_time(e['at_ms'], cfg.tz)}  {e['kind'].upper():8}  {e['rule_id']:28} "
+                      f"{e['group'] or '(all)':18} {e.get('value', '')}{held}")
+        if not args.json:
+            print(f"{len(events)} events", file=sys.stderr)
+        return 0
+
+    # Tuning: the same period with the rules as they are and as changed.
+    current = load_rule_list(cfg.rules)
+    by_id = {r.id: r for r in current}
+    changed = dict(by_id)
+    for item in args.set:
+        try:
+            target, value = item.split("=", 1)
+            rule_id, key = target.rsplit(".", 1)
+            changed[rule_id] = override(changed[rule_id], key, value)
+        except KeyError:
+            raise SystemExit(f"sentinel: --set {item}: no rule {rule_id!r}") from None
+        except ValueError as e:
+            raise SystemExit(f"sentinel: --set {item}: {e}") from None
+    touched = sorted({item.split("=", 1)[0].rsplit(".", 1)[0] for item in args.set})
+    before = backtest(app.store, current, start, end, step, progress)
+    after = backtest(app.store, list(changed.values()), start, end, step, progress)
+    if progress:
+        print(file=sys.stderr)
+    report = tuning_report(before, after, touched, start, end, by_id, changed)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(format_tuning(report, cfg.tz))
     return 0
+
+
+def tuning_report(before, after, touched, start, end, old_rules, new_rules) -> dict:
+    """Per rule: alerts, groups, firing minutes, as the rules are and as
+    changed; and the episodes only one side has (caught / kept quiet)."""
+    out = {"from_ms": start, "to_ms": end, "changed": touched, "rules": {}}
+    for rule_id in sorted(set(before) | set(after)):
+        b, a = before.get(rule_id), after.get(rule_id)
+
+        def side(summary, rule):
+            eps = summary.episodes if summary else []
+            return {"fire_when": rule.fire_when if rule else None, "alerts": len(eps),
+                    "groups": sorted({e.group for e in eps}),
+                    "firing_minutes": round(summary.firing_minutes(end), 1) if summary else 0,
+                    "episodes": [{"group": e.group, "fired_ms": e.fired_ms,
+                                  "resolved_ms": e.resolved_ms,
+                                  "minutes": round(e.minutes(end), 1)} for e in eps]}
+        entry = {"current": side(b, old_rules.get(rule_id)),
+                 "changed": side(a, new_rules.get(rule_id))}
+        cur = {(e["group"]) for e in entry["current"]["episodes"]}
+        new = {(e["group"]) for e in entry["changed"]["episodes"]}
+        entry["only_current"] = sorted(cur - new)
+        entry["only_changed"] = sorted(new - cur)
+        out["rules"][rule_id] = entry
+    return out
+
+
+def format_tuning(report: dict, tz) -> str:
+    lines = [f"Backtest {fmt_time(report['from_ms'], tz)} to {fmt_time(report['to_ms'], tz)}; "
+             f"changed: {', '.join(report['changed'])}", "",
+             f"{'rule':28} {'alerts':>7} {'groups':>7} {'firing min':>11}   "
+             f"{'alerts':>7} {'groups':>7} {'firing min':>11}",
+             f"{'':28} {'--- as it is ---':>27}   {'--- as changed ---':>27}"]
+    for rule_id, e in report["rules"].items():
+        c, n = e["current"], e["changed"]
+        mark = " *" if rule_id in report["changed"] else ""
+        lines.append(f"{rule_id + mark:28} {c['alerts']:7} {len(c['groups']):7} "
+                     f"{c['firing_minutes']:11.0f}   {n['alerts']:7} {len(n['groups']):7} "
+                     f"{n['firing_minutes']:11.0f}")
+    for rule_id in report["changed"]:
+        e = report["rules"].get(rule_id)
+        if not e:
+            continue
+        lines += ["", f"{rule_id}: {e['current']['fire_when']}  ->  {e['changed']['fire_when']}"]
+        if e["only_current"]:
+            lines.append("  would no longer fire for: " + ", ".join(g or "all traffic" for g in e["only_current"]))
+        if e["only_changed"]:
+            lines.append("  would newly fire for:     " + ", ".join(g or "all traffic" for g in e["only_changed"]))
+        for label, side in (("as it is", e["current"]), ("as changed", e["changed"])):
+            for ep in side["episodes"][:20]:
+                lines.append(f"  {label:10} {ep['group'] or 'all traffic':18} fired "
+                             f"{fmt_time(ep['fired_ms'], tz)} for {ep['minutes']:.0f} min")
+    return "\n".join(lines)
 
 
 # -- rule tests ---------------------------------------------------------------
@@ -253,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true", help="one JSON alert event per line")
     rp.add_argument("--all", action="store_true",
                     help="also list what silences, inhibitions and flapping held back")
+    rp.add_argument("--set", action="append", metavar="RULE.FIELD=VALUE",
+                    help="backtest with a rule changed, side by side with the rules as they "
+                         "are: e.g. --set sip-503-share.threshold=15%% (repeatable)")
+    rp.add_argument("--progress", action="store_true", help="show progress even when piped")
     rp.set_defaults(func=cmd_replay)
 
     m = sub.add_parser("mute", help="silence a rule (optionally one group) for a while")
