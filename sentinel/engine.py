@@ -104,6 +104,32 @@ def _clause_json(rule: Rule, c: Clause) -> dict:
     return {op: {field: rhs}}
 
 
+def candidate_gate(rule: Rule):
+    """A cheap test that every fact the rule can match passes: its sample
+    minimums, and, when a clause asks a count or share to exceed something
+    not below zero, that the group has at least one such call.
+
+    Gates are an index, not the judgement: durable_rules still decides. They
+    keep the long tail of groups (an IP with no rejected call, a vendor with
+    no 488) out of the engine, which is what makes replays fast.
+    """
+    needs_some: set[str] = set()
+    if rule.measure.selector is not None:
+        for c in rule.clauses:
+            positive = (c.op == ">" and c.number >= 0) or (c.op == ">=" and c.number > 0)
+            if positive and c.subject in ("", "count"):
+                needs_some.add(Clause(">", 0, subject="count").field(rule.measure)
+                               if rule.measure.op == "share" else rule.measure.field)
+    min_calls, min_base = rule.min_calls, rule.min_baseline_calls
+    fields = tuple(needs_some)
+
+    def gate(fact: dict) -> bool:
+        if fact["calls"] < min_calls or fact.get("base_calls", 0) < min_base:
+            return False
+        return all(fact.get(f, 0) > 0 for f in fields)
+    return gate, fields
+
+
 def rule_condition(rule: Rule) -> dict:
     """The durable_rules JSON condition of a rule (the `m` part)."""
     terms = []
@@ -119,6 +145,10 @@ def rule_condition(rule: Rule) -> dict:
 class CompiledRuleset:
     name: str
     rules: list[Rule]
+    gates: list = None                  # one candidate gate per rule
+
+    def candidate(self, fact: dict) -> bool:
+        return any(g(fact) for g in self.gates)
 
 
 class RuleEngine:
@@ -140,7 +170,8 @@ class RuleEngine:
                 definitions[name] = {
                     r.id: {"all": [{"m": rule_condition(r)}], "run": r.id} for r in chunk
                 }
-                self._by_key.setdefault(key, []).append(CompiledRuleset(name, chunk))
+                self._by_key.setdefault(key, []).append(
+                    CompiledRuleset(name, chunk, [candidate_gate(r)[0] for r in chunk]))
         with _ENGINE_LOCK:
             # Ruleset.__init__ mutates the definitions it is given.
             host.register_rulesets(copy.deepcopy(definitions))
@@ -150,28 +181,32 @@ class RuleEngine:
     def fact_keys(self) -> list[tuple]:
         return list(self._by_key)
 
+    def gate_fields(self, key: tuple) -> set[str]:
+        """The fact fields the candidate gates of a key read, beyond calls."""
+        return {f for rs in self._by_key[key] for r in rs.rules for f in candidate_gate(r)[1]}
+
+    def is_candidate(self, key: tuple, probe: dict) -> bool:
+        return any(rs.candidate(probe) for rs in self._by_key[key])
+
     def rules_for(self, key: tuple) -> list[Rule]:
         return [r for rs in self._by_key[key] for r in rs.rules]
 
     def judge(self, key: tuple, facts: list[dict]) -> list[tuple[str, str]]:
         """Assert the facts of one key; return (rule_id, group) for every match.
 
-        A fact is asserted into a ruleset only when it passes at least one of
-        its rules' sample gates (min_calls, min_baseline_calls): the long tail
-        of tiny groups never reaches the engine. The rule conditions repeat
-        the gates, so the result is the same either way.
+        A fact is asserted into a ruleset only when it passes the candidate
+        gate of at least one of its rules (`candidate_gate`): the long tail of
+        groups that cannot match never reaches the engine.
         """
         host = _get_host()
         out: list[tuple[str, str]] = []
         for rs in self._by_key.get(key, []):
-            gate_calls = min(r.min_calls for r in rs.rules)
-            gate_base = min(r.min_baseline_calls for r in rs.rules)
             asserted = []
             with _ENGINE_LOCK:
                 host.matches.clear()
                 try:
                     for f in facts:
-                        if f["calls"] < gate_calls or f.get("base_calls", 0) < gate_base:
+                        if not rs.candidate(f):
                             continue
                         try:
                             host.assert_fact(rs.name, f)

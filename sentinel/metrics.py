@@ -25,6 +25,7 @@ query per (dimension, window): rules never scan the window themselves.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -58,12 +59,36 @@ class GroupStats:
         self.short_calls += r.short_calls
         self.pdd_n += r.pdd_n
         self.pdd_sum += r.pdd_sum
-        hist = self.pdd_hist
-        for i, n in enumerate(r.pdd_hist):
-            hist[i] += n
-        slot = self.by_reason.setdefault(r.end_reason, [0, 0])
-        slot[0] += r.calls
-        slot[1] += r.answered
+        if r.pdd_n:
+            self.pdd_hist = list(map(operator.add, self.pdd_hist, r.pdd_hist))
+        slot = self.by_reason.get(r.end_reason)
+        if slot is None:
+            self.by_reason[r.end_reason] = [r.calls, r.answered]
+        else:
+            slot[0] += r.calls
+            slot[1] += r.answered
+
+    def merge(self, o: "GroupStats", sign: int = 1) -> None:
+        """Add (or, with sign -1, take back) another span's sums."""
+        self.calls += sign * o.calls
+        self.answered += sign * o.answered
+        self.talk_s += sign * o.talk_s
+        self.short_calls += sign * o.short_calls
+        self.pdd_n += sign * o.pdd_n
+        self.pdd_sum += sign * o.pdd_sum
+        if o.pdd_n:
+            op = operator.add if sign > 0 else operator.sub
+            self.pdd_hist = list(map(op, self.pdd_hist, o.pdd_hist))
+        mine = self.by_reason
+        for k, (c, a) in o.by_reason.items():
+            slot = mine.get(k)
+            if slot is None:
+                mine[k] = [c, a]
+            else:
+                slot[0] += sign * c
+                slot[1] += sign * a
+                if slot[0] == 0:
+                    del mine[k]
 
     def count_where(self, pred: Callable[[int], bool]) -> int:
         return sum(v[0] for k, v in self.by_reason.items() if pred(k))
@@ -187,6 +212,13 @@ class Selector:
         # field; "sip" only admits 100-699 so "sip 8" cannot be written.
         return end_reason in self.values
 
+    def count(self, s: "GroupStats") -> int:
+        """Calls of the group this selector counts."""
+        if self.kind == "class":
+            return s.count_where(self.matches)
+        by_reason = s.by_reason
+        return sum(by_reason[v][0] for v in self.values if v in by_reason)
+
     @property
     def key(self) -> str:
         if self.kind == "class":
@@ -224,7 +256,7 @@ class Measure:
     def value(self, s: GroupStats) -> float | None:
         if self.kpi:
             return KPIS[self.kpi].compute(s)
-        n = s.count_where(self.selector.matches)
+        n = self.selector.count(s)
         return float(n) if self.op == "count" else _pct(n, s.calls)
 
     def describe(self) -> str:

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 from .alerts import FIRING, AlertManager, AlertState
 from .engine import RuleEngine
-from .evaluate import StatsCache, evaluate
+from .evaluate import SlidingStats, evaluate
 from .rulebook import RuleBook
 from .rules import Rule
 from .store import Store
@@ -33,14 +33,14 @@ class Replayer:
             self.scratch.add_silence(s["rule_id"], s.get("grp"), s["starts_ms"], s["ends_ms"],
                                      s.get("reason", "test"), s.get("created_by", "test"))
         self.manager = AlertManager(self.scratch)
-        self.cache = StatsCache(store)
+        self.cache = SlidingStats(store)
         self.episodes: list[Episode] = []
         self._open: dict[tuple[str, str], Episode] = {}
 
     def step(self, now_ms: int) -> list[dict]:
         """One evaluation at `now_ms`: the notifications it recorded."""
         ev = evaluate(self.store, self.engine, now_ms, self.cache,
-                      open_groups=self.manager.open_groups())
+                      open_groups=self.manager.open_groups(), every_group=False)
         notes = self.manager.apply(ev, self.engine.rules)
         self._track(now_ms)
         return notes

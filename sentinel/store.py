@@ -294,6 +294,13 @@ class Store:
         return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(r[8:]))
                 for r in cur]
 
+    def rollup_tuples(self, dim: str, first_minute: int, last_minute: int) -> Iterator[tuple]:
+        """Raw rollup rows (minute, grp, end_reason, sums...) of minutes
+        [first, last]: what a sliding window adds and takes back as it moves."""
+        return self.db.conn.execute(
+            f"SELECT minute, grp, end_reason, {', '.join(_ROLLUP_SUMS)} FROM rollup "
+            f"WHERE dim = ? AND minute BETWEEN ? AND ?", (dim, first_minute, last_minute))
+
     def latest_minute(self) -> int | None:
         row = self.db.conn.execute("SELECT max(minute) FROM cdr").fetchone()
         return row[0]
