@@ -44,3 +44,17 @@ def test_example_config_is_valid(tmp_path):
     cfg = load_config(ROOT / "config.example.toml")
     assert cfg.interval_s == 60 and cfg.retention_days == 14
     assert [s.kind for s in cfg.sources] == ["demo"]
+
+
+def test_rule_test_example_passes_against_the_default_pack(tmp_path):
+    import tomllib
+
+    from sentinel.config import default_rules_dir
+    from sentinel.replay import load_rule_list
+    from sentinel.ruletest import run_test
+    from datetime import timezone
+    example = next(b for b in blocks("toml") if "[[test]]" in b)
+    test = tomllib.loads(example)["test"][0]
+    result = run_test(test, load_rule_list(default_rules_dir()), "README.md", tmp_path,
+                      timezone.utc)
+    assert result.ok, result.failures
