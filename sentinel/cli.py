@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -105,10 +106,18 @@ def cmd_run(args) -> int:
                   id="cycle", name="pull and evaluate")
     log.info("sentinel running: %d sources, rules from %s, every %ss",
              len(app.sources), cfg.rules, cfg.interval_s)
+
+    def stop(signum, frame):
+        # systemd and docker stop with SIGTERM: finish the cycle under way
+        # (its transaction) and leave, rather than die mid-write.
+        log.info("stopping (signal %s)", signum)
+        sched.shutdown(wait=True)
+    signal.signal(signal.SIGTERM, stop)
     try:
         sched.start()
     except (KeyboardInterrupt, SystemExit):
         pass
+    log.info("sentinel stopped")
     return 0
 
 

@@ -96,3 +96,34 @@ def test_replay_json_lists_firing_and_resolve(tmp_path):
     assert [(e["kind"], e["rule_id"], e["group"]) for e in events] == [
         ("firing", "r1", "VEND-R"), ("resolved", "r1", "VEND-R")]
     assert events[0]["at_ms"] < start + 12 * 60000 < events[1]["at_ms"]
+
+
+def test_run_daemon_cycles_at_once_and_stops_cleanly_on_sigterm(tmp_path):
+    import signal
+    import time
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.toml").write_text(GOOD_RULE)
+    now = int(time.time() * 1000)
+    calls = window_calls(now, 4, {200: 20, 503: 10}, egress="VEND-D")
+    write_cdr_file(drop / "cdr1.csv", [record_from_cdr(c) for c in calls], header=False)
+    (tmp_path / "sentinel.toml").write_text(
+        'store = "s.db"\nrules = "rules"\ninterval = "1m"\n[[source]]\nkind = "files"\n'
+        'folder = "drop"\nsettle_seconds = 0\n')
+    p = subprocess.Popen([sys.executable, "-m", "sentinel", "run"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        line = ""
+        while time.time() < deadline and "FIRING" not in line:
+            line = p.stdout.readline()
+        assert "FIRING [warning] 503 on VEND-D" in line     # the first cycle runs at start
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "sentinel stopped" in p.stderr.read()
+    assert Store(tmp_path / "s.db").count_cdrs() == 30
