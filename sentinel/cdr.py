@@ -45,6 +45,7 @@ API_ALIASES = {
     "calleeGateway": "calleegatewayid", "account": "customeraccount",
     "callerip": "callerip", "calleeip": "calleeip", "endDirection": "enddirection",
     "endReason": "endreason", "callerPdd": "callerpdd", "calleePdd": "calleepdd",
+    "accountName": "customername",
 }
 
 SHORT_CALL_SECONDS = 6

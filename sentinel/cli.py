@@ -75,14 +75,12 @@ def cmd_check(args) -> int:
 
 # -- run --------------------------------------------------------------------
 
-def _notifiers(cfg: Config):
-    return [build_notifier(cfg)]
-
-
 def cmd_run(args) -> int:
     cfg = _config(args)
-    app = Sentinel(cfg, notifiers=_notifiers(cfg))
-    cli_bot.start_beside(cfg, app)
+    app = Sentinel(cfg, notifiers=[])
+    app.notifiers = [build_notifier(cfg, store=app.store, rules_provider=lambda: app.rulebook.rules)]
+    if not args.once:
+        cli_bot.start_beside(cfg, app)
     if args.once:
         report = app.cycle(int(time.time() * 1000))
         n = sum(r.new for r in report.ingested.values())

@@ -71,8 +71,9 @@ def run_demo(cfg: Config, *, hours: float = 5.0, out: TextIO, store_path: str | 
     traffic = DemoTraffic(start_ms, seed=seed, calls_per_minute=calls_per_minute,
                           incidents=incidents)
     store = Store(store_path or ":memory:")
-    notifier = build_notifier(cfg, out)
-    app = Sentinel(cfg, store=store, sources=[DemoSource("demo", traffic)], notifiers=[notifier])
+    app = Sentinel(cfg, store=store, sources=[DemoSource("demo", traffic)], notifiers=[])
+    app.notifiers = [build_notifier(cfg, out, store=store,
+                                    rules_provider=lambda: app.rulebook.rules)]
     print(f"Sentinel demo: {hours:g} hours of VOS3000 traffic from {fmt_time(start_ms, cfg.tz)}, "
           f"about {calls_per_minute} calls a minute, rules from {cfg.rules}.", file=out)
     print("Injected incidents (minutes from the start):", file=out)

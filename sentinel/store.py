@@ -24,6 +24,7 @@ from bisect import bisect_left
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -151,11 +152,13 @@ class Store:
                 "transitions": str, "detail": str,
             }, pk=("rule_id", "grp"))
         if "outbox" not in db.table_names():
-            db["outbox"].create({
-                "id": int, "created_ms": int, "kind": str, "rule_id": str, "grp": str,
-                "payload": str, "delivered_ms": int, "attempts": int, "error": str,
-                "suppressed": str, "gave_up_ms": int,
-            }, pk="id")
+            # AUTOINCREMENT: an id is never handed out twice, even after pruning
+            # empties the table, so Slack's record of a message stays unambiguous.
+            db.execute("""
+                CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER, kind TEXT,
+                    rule_id TEXT, grp TEXT, payload TEXT, delivered_ms INTEGER,
+                    attempts INTEGER, error TEXT, suppressed TEXT, gave_up_ms INTEGER)""")
             db["outbox"].create_index(["delivered_ms"], if_not_exists=True)
         if "silence" not in db.table_names():
             db["silence"].create({
@@ -167,6 +170,19 @@ class Store:
                 "source": str, "ok": int, "failing_since_ms": int, "last_success_ms": int,
                 "last_attempt_ms": int, "last_error": str, "alert_after_s": int,
             }, pk="source")
+
+    @contextmanager
+    def transaction(self):
+        """One write transaction, serialised with every other writer of this
+        store (for modules that keep tables of their own, like Slack's ledger)."""
+        with self._write_lock:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db.conn
+                self.db.conn.execute("COMMIT")
+            except BaseException:
+                self.db.conn.execute("ROLLBACK")
+                raise
 
     def _migrate(self) -> None:
         """Add the columns later versions introduced to stores made earlier."""

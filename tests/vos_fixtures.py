@@ -1,8 +1,9 @@
 """Shared helpers for tests that talk to real VOS3000-shaped parts.
 
 - `mariadb` (session fixture): the MariaDB server at 127.0.0.1:3306 (root,
-  empty password). Unreachable -> the test is skipped locally, but fails when
-  CI=true, so CI can never go green by skipping. It creates a throwaway
+  empty password; SENTINEL_TEST_MARIADB_HOST / _PORT to change). Unreachable
+  -> the test is skipped locally, but fails when CI=true, so CI can never go
+  green by skipping. It creates a throwaway
   database `sentinel_test_<pid>` for the session and drops it, and every
   database and user made through it, at the end.
 - `vos_db` (function fixture): a fresh database of its own for one test
@@ -15,7 +16,7 @@
 - `FakeVosApi`: a ThreadingHTTPServer answering as the VOS3000 Web API
   (GetCdr, GetAllCustomers), with the failure modes seen in the field.
 
-Import what you use into the test module: `from vos_fixtures import mariadb, vos_db`.
+Import what you use into the test module: `from tests.vos_fixtures import mariadb, vos_db`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-MARIADB_HOST = "127.0.0.1"
-MARIADB_PORT = 3306
+# Overridable for a server elsewhere (and for testing the skip/fail logic itself).
+MARIADB_HOST = os.environ.get("SENTINEL_TEST_MARIADB_HOST", "127.0.0.1")
+MARIADB_PORT = int(os.environ.get("SENTINEL_TEST_MARIADB_PORT", "3306"))
 
 
 def in_ci() -> bool:
@@ -79,7 +81,7 @@ class MariaDB:
         """A user with SELECT on `database` and nothing else."""
         user = f"sntl_ro_{os.getpid()}_{next(self._n)}"
         self.execute(f"DROP USER IF EXISTS '{user}'@'%'")
-        self.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY %s", (password,))
+        self.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
         self.execute(f"GRANT SELECT ON `{database}`.* TO '{user}'@'%'")
         self.users.append(user)
         return user
@@ -325,7 +327,9 @@ def free_port() -> int:
 class TcpProxy:
     """Relays 127.0.0.1:<port> to a target; `stop()` refuses new connections and
     cuts the open ones (as a server restart would), `start()` brings it back on
-    the same port, `cut()` cuts the open ones but keeps listening."""
+    the same port, `cut()` cuts the open ones but keeps listening, and
+    `cut_after(n)` cuts them once n more bytes went from the server to the
+    client: a break in the middle of a result, whatever the socket buffers hold."""
 
     def __init__(self, target_host: str = MARIADB_HOST, target_port: int = MARIADB_PORT):
         self.target = (target_host, target_port)
@@ -337,6 +341,7 @@ class TcpProxy:
         self._thread: threading.Thread | None = None
         self.attempts = 0        # connections a client opened to the proxy
         self.accepted = 0        # of those, the ones relayed to the target
+        self._budget: int | None = None   # server-to-client bytes left before a cut
 
     def start(self) -> "TcpProxy":
         ls = socket.socket()
@@ -369,22 +374,39 @@ class TcpProxy:
             self.accepted += 1
             with self._lock:
                 self._socks |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
+            for a, b, down in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._relay, args=(a, b, down), daemon=True).start()
         ls.close()
 
-    def _relay(self, src: socket.socket, dst: socket.socket) -> None:
+    def _relay(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
+                exhausted = False
+                if downstream:
+                    with self._lock:
+                        if self._budget is not None:
+                            data = data[:self._budget]
+                            self._budget -= len(data)
+                            exhausted = self._budget == 0
+                            if exhausted:
+                                self._budget = None
+                if data:
+                    dst.sendall(data)
+                if exhausted:
+                    self.cut()
+                    break
         except OSError:
             pass
         finally:
             for s in (src, dst):
                 self._close(s)
+
+    def cut_after(self, nbytes: int) -> None:
+        with self._lock:
+            self._budget = nbytes
 
     def _close(self, s: socket.socket) -> None:
         with self._lock:
@@ -498,7 +520,9 @@ class FakeVosApi:
                     isinstance(end, str) and len(end) == 8):
                 return 200, {"retCode": -10002, "exception": "beginTime/endTime: yyyyMMdd"}
             wanted = set(accounts)
-            out = [c for c in self.cdrs if c.get("account") in wanted
+            # Garbage items (not objects) are passed through, as a broken server would.
+            out = [c for c in self.cdrs if not isinstance(c, dict)]
+            out += [c for c in self.cdrs if isinstance(c, dict) and c.get("account") in wanted
                    and begin <= self.day_of(c) <= end
                    and (not body.get("callerGateway") or c.get("callerGateway") == body["callerGateway"])
                    and (not body.get("calleeGateway") or c.get("calleeGateway") == body["calleeGateway"])]

@@ -31,10 +31,12 @@ touching the server, until the retry time (doubling from `retry_min` up to
 `retry_max`). `health()` tells the core how long it has been failing.
 
 Driver: mysqlclient (MySQLdb) when installed, else PyMySQL; `driver` forces
-one. Measured with bench/bench_mysql_ingest.py (see bench/mysql-notes.md):
-the C driver decodes rows several times faster than pure-Python PyMySQL, which
-is what keeps the whole MySQL-to-store path above 50,000 CDRs/s; PyMySQL stays
-supported because it installs anywhere without a compiler or libmysqlclient.
+one. Why, measured with bench/bench_mysql_ingest.py (bench/mysql-notes.md):
+the C driver fetches rows 4.7 times faster than pure-Python PyMySQL and makes
+the whole MySQL-to-store path 1.4 times faster (40,000 against 28,000 CDRs/s
+for 1M rows on a 2-core VM, where Store.ingest takes most of the rest).
+PyMySQL stays supported: it installs anywhere, without a compiler or
+libmysqlclient, and the same code runs on both.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def _explain(e: BaseException, user: str, password_env: str) -> str:
         return f"table missing: {text}"
     if code in (2003, 2002, 2005):
         return f"cannot connect: {text}"
-    if code in (2006, 2013, 2055, 1927, 1053):
+    if code in (2006, 2013, 2055, 1927, 1053, 4031):
         return f"connection lost: {text}"
     if code is not None:
         return f"MySQL error {code}: {text}"
@@ -490,7 +492,7 @@ class MySQLSource:
         since = now_ms - self.backfill_ms if prev_stop is None else prev_stop - self.overlap_ms
         limit = now_ms + FUTURE_SLACK_MS
         self._reported_bad = {k: v for k, v in self._reported_bad.items() if v >= since}
-        table = None
+        table = stream = None
         step = "connecting"
         rows_read = bad_total = 0
         try:
@@ -503,7 +505,8 @@ class MySQLSource:
             for i, (table, columns) in enumerate(plan):
                 step = "reading"
                 last_table = i == len(plan) - 1
-                for batch, chunk_stop, nbad in self._stream(conn, table, columns, since, limit):
+                stream = self._stream(conn, table, columns, since, limit)
+                for batch, chunk_stop, nbad in stream:
                     rows_read += len(batch.cdrs) + nbad
                     bad_total += nbad
                     if chunk_stop is not None:
@@ -526,6 +529,8 @@ class MySQLSource:
         except GeneratorExit:
             # The consumer stopped mid-stream: drop the connection rather than
             # draining what is left of a streaming result.
+            if stream is not None:
+                stream.close()
             self._discard()
             raise
         except BaseException as e:
@@ -604,5 +609,10 @@ class MySQLSource:
         finally:
             if finished:
                 cur.close()
-            # Otherwise the caller discards the connection: closing a streaming
-            # cursor would first read every row left.
+            else:
+                # The caller discards the connection: closing a streaming cursor
+                # would first read every row left. Tell PyMySQL's result not to
+                # (its close and __del__ would drain it from a closed socket).
+                res = getattr(cur, "_result", None)
+                if res is not None and hasattr(res, "unbuffered_active"):
+                    res.unbuffered_active = False

@@ -38,7 +38,6 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -53,12 +52,12 @@ MAX_PROBLEMS_LISTED = 20
 LONG_CALL_MS = 3 * 3600_000       # ask for yesterday too until 03:00 (calls crossing midnight)
 MAX_RESPONSE_BYTES = 512 * 2**20  # refuse a runaway answer rather than exhaust memory
 
-# infoCdrs names that cdr.API_ALIASES does not translate to e_cdr names
-# (suggested for API_ALIASES in cdr.py; harmless duplicates once it has them).
+# infoCdrs names that neither cdr.API_ALIASES nor lower-casing turn into the
+# e_cdr name (suggested for API_ALIASES in cdr.py; harmless once it has them).
+# The other manual fields lower-case to their column: callerAccessE164 ->
+# calleraccesse164, feePrefix -> feeprefix, callLevel -> calllevel...
 EXTRA_ALIASES = {
     "accountName": "customername",
-    "callerPDD": "callerpdd", "calleePDD": "calleepdd",
-    "sipReasonHeader": "sipreasonheader",
 }
 
 
@@ -343,7 +342,7 @@ class VosApiSource:
                  else f"GetCdr accounts {accounts[0]}..{accounts[-1]}")
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                err, key = f"item {i} is {type(item).__name__}, not an object", ("item", repr(item)[:60])
+                err, key = f"is {type(item).__name__}, not an object", ("item", repr(item)[:60])
             else:
                 try:
                     c = cdr_from_record(api_record(item))
@@ -361,8 +360,8 @@ class VosApiSource:
             self._reported_bad.add(key)
             bad += 1
             if len(problems) < MAX_PROBLEMS_LISTED:
-                fn = item.get("flowNo") if isinstance(item, dict) else None
-                problems.append(f"{self.name}: {where} flowNo {fn}: {err}")
+                what = f"flowNo {item.get('flowNo')}" if isinstance(item, dict) else f"item {i}"
+                problems.append(f"{self.name}: {where} {what}: {err}")
         if bad > len(problems):
             problems.append(f"{self.name}: {where}: ... and {bad - len(problems)} more bad rows")
         return cdrs, problems, bad
