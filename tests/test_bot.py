@@ -717,7 +717,7 @@ def test_sentinel_bot_command_without_token(cli_home):
 def test_readme_notes_example_is_a_valid_bot_table():
     import tomllib
     from sentinel.cli import build_parser
-    notes = (Path(__file__).resolve().parent.parent / "bench" / "bot-notes-for-readme.md")
+    notes = (Path(__file__).resolve().parent.parent / "docs" / "bot.md")
     text = notes.read_text()
     (block,) = re.findall(r"```toml\n(.*?)```", text, re.S)
     s = BotSettings.from_table(tomllib.loads(block)["bot"])

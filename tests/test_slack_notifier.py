@@ -742,7 +742,7 @@ def test_build_notifier_picks_slack_only_with_a_table_and_a_token(tmp_path, monk
 
 def test_the_readme_example_is_a_valid_slack_table():
     import tomllib
-    text = (Path(__file__).resolve().parent.parent / "bench" / "slack-notes-for-readme.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "docs" / "slack.md").read_text()
     block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
     s = SlackSettings.from_config(tomllib.loads(block)["slack"])
     assert route_channel(s, "unauthorized-ip", "critical") == "#security"
