@@ -126,7 +126,10 @@ def candidate_gate(rule: Rule):
     def gate(fact: dict) -> bool:
         if fact["calls"] < min_calls or fact.get("base_calls", 0) < min_base:
             return False
-        return all(fact.get(f, 0) > 0 for f in fields)
+        for f in fields:
+            if not fact.get(f):
+                return False
+        return True
     return gate, fields
 
 
@@ -148,7 +151,10 @@ class CompiledRuleset:
     gates: list = None                  # one candidate gate per rule
 
     def candidate(self, fact: dict) -> bool:
-        return any(g(fact) for g in self.gates)
+        for g in self.gates:
+            if g(fact):
+                return True
+        return False
 
 
 class RuleEngine:
@@ -186,7 +192,10 @@ class RuleEngine:
         return {f for rs in self._by_key[key] for r in rs.rules for f in candidate_gate(r)[1]}
 
     def is_candidate(self, key: tuple, probe: dict) -> bool:
-        return any(rs.candidate(probe) for rs in self._by_key[key])
+        for rs in self._by_key[key]:
+            if rs.candidate(probe):
+                return True
+        return False
 
     def rules_for(self, key: tuple) -> list[Rule]:
         return [r for rs in self._by_key[key] for r in rs.rules]

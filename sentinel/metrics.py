@@ -69,26 +69,40 @@ class GroupStats:
             slot[1] += r.answered
 
     def merge(self, o: "GroupStats", sign: int = 1) -> None:
-        """Add (or, with sign -1, take back) another span's sums."""
-        self.calls += sign * o.calls
-        self.answered += sign * o.answered
-        self.talk_s += sign * o.talk_s
-        self.short_calls += sign * o.short_calls
-        self.pdd_n += sign * o.pdd_n
-        self.pdd_sum += sign * o.pdd_sum
-        if o.pdd_n:
-            op = operator.add if sign > 0 else operator.sub
-            self.pdd_hist = list(map(op, self.pdd_hist, o.pdd_hist))
+        """Add (or, with sign -1, take back) another span's sums. The hot
+        loop of sliding windows, hence written out."""
         mine = self.by_reason
-        for k, (c, a) in o.by_reason.items():
-            slot = mine.get(k)
-            if slot is None:
-                mine[k] = [c, a]
-            else:
-                slot[0] += sign * c
-                slot[1] += sign * a
-                if slot[0] == 0:
-                    del mine[k]
+        if sign > 0:
+            self.calls += o.calls
+            self.answered += o.answered
+            self.talk_s += o.talk_s
+            self.short_calls += o.short_calls
+            if o.pdd_n:
+                self.pdd_n += o.pdd_n
+                self.pdd_sum += o.pdd_sum
+                self.pdd_hist = list(map(operator.add, self.pdd_hist, o.pdd_hist))
+            for k, ca in o.by_reason.items():
+                slot = mine.get(k)
+                if slot is None:
+                    mine[k] = [ca[0], ca[1]]
+                else:
+                    slot[0] += ca[0]
+                    slot[1] += ca[1]
+            return
+        self.calls -= o.calls
+        self.answered -= o.answered
+        self.talk_s -= o.talk_s
+        self.short_calls -= o.short_calls
+        if o.pdd_n:
+            self.pdd_n -= o.pdd_n
+            self.pdd_sum -= o.pdd_sum
+            self.pdd_hist = list(map(operator.sub, self.pdd_hist, o.pdd_hist))
+        for k, ca in o.by_reason.items():
+            slot = mine[k]
+            slot[0] -= ca[0]
+            slot[1] -= ca[1]
+            if slot[0] == 0:
+                del mine[k]
 
     def count_where(self, pred: Callable[[int], bool]) -> int:
         return sum(v[0] for k, v in self.by_reason.items() if pred(k))
@@ -217,7 +231,12 @@ class Selector:
         if self.kind == "class":
             return s.count_where(self.matches)
         by_reason = s.by_reason
-        return sum(by_reason[v][0] for v in self.values if v in by_reason)
+        n = 0
+        for v in self.values:
+            slot = by_reason.get(v)
+            if slot is not None:
+                n += slot[0]
+        return n
 
     @property
     def key(self) -> str:
