@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine  # noqa: E402
+
 DAY = (2026, 11, 21)               # the benchmark's day; its table is e_cdr_20261121
 TARGET_RATE = 50_000
 TARGET_RSS_MB = 300
@@ -177,19 +179,6 @@ def best_of(args, driver: str, mode: str) -> dict:
     rates = sorted(r["rate"] for r in runs)
     return dict(best, median=rates[len(rates) // 2], runs=len(runs),
                 rss_mb=max(r["rss_mb"] for r in runs))
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPUs, {mem:.1f} GiB RAM, {cpu}"
 
 
 def main() -> None:

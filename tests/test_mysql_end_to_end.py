@@ -15,7 +15,6 @@ from sentinel.cdr import record_from_cdr
 from sentinel.config import Config, SourceConfig
 from sentinel.demo import DEMO_START, run_demo
 from sentinel.sources.demo import DemoTraffic
-from sentinel.store import Store
 
 from .vos_fixtures import (MARIADB_HOST, MARIADB_PORT, create_cdr_table, day_table,  # noqa: F401
                            insert_rows, mariadb, vos_db)

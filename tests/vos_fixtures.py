@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from sentinel.cdr import E_CDR_COLUMNS
+
 # Overridable for a server elsewhere (and for testing the skip/fail logic itself).
 MARIADB_HOST = os.environ.get("SENTINEL_TEST_MARIADB_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("SENTINEL_TEST_MARIADB_PORT", "3306"))
@@ -136,22 +138,8 @@ _INT = ("callertype calleetype billingmode calllevel agentfeetime callerpdd call
 _BIGINT = "starttime stoptime softswitchcallid recordstarttime flownofirst".split()
 _DOUBLE = "fee tax suitefee incomefee incometax agentfee agenttax agentsuitefee".split()
 
-# Column order of a MySQL 8 dump of e_cdr (see sentinel.cdr.E_CDR_COLUMNS).
-_ORDER = (
-    "id", "callere164", "calleraccesse164", "calleee164", "calleeaccesse164",
-    "callerip", "callerrtpip", "callercodec", "callergatewayid", "callerproductid",
-    "callertogatewaye164", "callertype", "calleeip", "calleertpip", "calleecodec",
-    "calleegatewayid", "calleeproductid", "calleetogatewaye164", "calleetype",
-    "billingmode", "calllevel", "agentfeetime", "starttime", "stoptime",
-    "callerpdd", "calleepdd", "holdtime", "callerareacode", "feetime", "fee", "tax",
-    "suitefee", "suitefeetime", "incomefee", "incometax", "customeraccount",
-    "customername", "calleeareacode", "agentfee", "agenttax", "agentsuitefee",
-    "agentsuitefeetime", "agentaccount", "agentname", "flowno", "softswitchname",
-    "softswitchcallid", "callercallid", "calleroriginalcallid", "calleecallid",
-    "calleroriginalinfo", "rtpforward", "enddirection", "endreason", "billingtype",
-    "cdrlevel", "agentcdr_id", "sipreasonheader", "recordstarttime", "transactionid",
-    "flownofirst", "additional", "dynamicValue",
-)
+# Column order of a MySQL 8 dump of e_cdr.
+_ORDER = E_CDR_COLUMNS
 
 # Schema variants seen in the field.
 VARIANTS = {

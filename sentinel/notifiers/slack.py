@@ -38,7 +38,6 @@ import math
 import os
 import random
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable

@@ -44,7 +44,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..cdr import CDR, CDRError, canonical_keys, cdr_from_record
 from . import Batch, SourceError
-from .mysql import FUTURE_SLACK_MS, SourceHealth, iso_ms, local_date, parse_seconds, saved_stop
+from .incremental import (FUTURE_SLACK_MS, SourceHealth, iso_ms, local_date, parse_seconds,
+                          saved_stop)
 
 log = logging.getLogger("sentinel.sources.vosapi")
 
