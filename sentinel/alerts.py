@@ -302,9 +302,15 @@ class AlertManager:
 
     def __init__(self, store: Store):
         self.store = store
+        self._current: dict[tuple[str, str], AlertState] | None = None
 
     def current(self) -> dict[tuple[str, str], AlertState]:
-        return {(r["rule_id"], r["grp"]): AlertState.from_row(r) for r in self.store.alerts()}
+        """The alerts as stored. The manager is their only writer, so it
+        reads them once and keeps its copy in step with what it saves."""
+        if self._current is None:
+            self._current = {(r["rule_id"], r["grp"]): AlertState.from_row(r)
+                             for r in self.store.alerts()}
+        return dict(self._current)
 
     def apply(self, ev: Evaluation, rules: dict[str, Rule], *, hold: str | None = None,
               extra: dict[str, dict[str, Observation]] | None = None) -> list[dict]:
@@ -379,6 +385,8 @@ class AlertManager:
                 notes.append(self._gone_note(closed, now, why))
         if rows or notes:
             self.store.save_alert_changes(rows, notes)
+            for row in rows:
+                self._current[(row["rule_id"], row["grp"])] = AlertState.from_row(row)
         return notes
 
     def _gone_note(self, st: AlertState, now_ms: int, why: str) -> dict:

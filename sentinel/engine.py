@@ -225,6 +225,9 @@ class RuleEngine:
                     out.extend(host.matches)
                 finally:
                     host.matches.clear()
+                    # Retract one by one: delete_state would be one call, but
+                    # it frees memory the engine's own timer threads may be
+                    # walking (a segfault, seen in the kill -9 test).
                     for f in asserted:
                         try:
                             host.retract_fact(rs.name, f)

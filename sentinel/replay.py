@@ -133,20 +133,25 @@ def backtest(store: Store, rules: list[Rule], start_ms: int, end_ms: int, step_s
     """Per rule, the firing episodes the rules would have had over the period.
 
     With `workers` > 1 (and a store in a file), the period is cut into that
-    many segments replayed in parallel processes. Each segment starts
-    WARMUP_MS early so its alerts are in the state a continuous replay would
-    have them in; episodes are stitched across the cuts. The result equals a
-    single pass (the replay benchmark checks it), provided no rule keeps an
-    alert's history longer than the warm-up (windows, baselines, `for`,
-    flapping are all within it).
+    many segments replayed in parallel processes. Each segment starts a
+    warm-up early (`warmup_ms`) so its alerts are in the state a continuous
+    replay would have them in; episodes are stitched across the cuts. The
+    result equals a single pass (the replay benchmark checks it).
     """
-    if workers > 1 and store.path != ":memory:" and end_ms - start_ms > 2 * WARMUP_MS:
+    if workers > 1 and store.path != ":memory:" and end_ms - start_ms > 2 * warmup_ms(rules):
         return _parallel_backtest(store.path, rules, start_ms, end_ms, step_s, workers)
     episodes = _replay_segment(store, rules, start_ms, end_ms, step_s, progress)
     return _summaries(rules, episodes)
 
 
-WARMUP_MS = 6 * 3600_000
+def warmup_ms(rules: list[Rule]) -> int:
+    """How far back a segment must start for its alerts to be in the state a
+    continuous replay would have them in: the longest a rule looks back
+    (window, preceding baseline, `for`, `keep_firing_for`), plus the hour of
+    history flapping detection keeps."""
+    longest = max((r.window_min + (r.baseline.minutes if r.baseline else 0) + r.for_min
+                   + r.keep_firing_min for r in rules), default=0)
+    return (longest + 60 + 5) * 60000
 
 
 def _replay_segment(store: Store, rules: list[Rule], start_ms: int, end_ms: int, step_s: int,
@@ -186,7 +191,7 @@ def _parallel_backtest(path: str, rules: list[Rule], start_ms: int, end_ms: int,
     jobs = []
     for i in range(workers):
         seg_start, seg_end = cuts[i], cuts[i + 1] - step_ms
-        warm_from = start_ms if i == 0 else max(start_ms, seg_start - WARMUP_MS)
+        warm_from = start_ms if i == 0 else max(start_ms, seg_start - warmup_ms(rules))
         # keep the warm-up on the same step grid as a single pass
         warm_from = start_ms + (warm_from - start_ms) // step_ms * step_ms
         jobs.append((path, rules, warm_from, seg_start, seg_end, step_s))
