@@ -116,8 +116,11 @@ class SlidingStats(StatsCache):
     CHUNK = 60          # minutes read at once
     CHUNKS_KEPT = 8     # per dimension: windows, baselines, yesterday
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, pdd_histogram: bool = True):
         super().__init__(store)
+        # Reading the PDD histogram is most of the row: skip it when no rule
+        # measures a PDD percentile (those GroupStats then have an empty one).
+        self.pdd_histogram = pdd_histogram
         # (dim, length) -> windows of that size: [start, end, groups]
         self._windows: dict[tuple[str, int], list[list]] = {}
         self._chunks: dict[str, OrderedDict[int, dict[int, list]]] = {}
@@ -140,8 +143,9 @@ class SlidingStats(StatsCache):
         """Per minute, per group, the sums of [first, last], straight from the rows."""
         minutes: dict[int, dict[str, GroupStats]] = {m: {} for m in range(first, last + 1)}
         add = operator.add
-        for (m, g, reason, calls, answered, talk, short, pdd_n, pdd_sum,
-             *hist) in self.store.rollup_tuples(dim, first, last):
+        rows = self.store.rollup_tuples(dim, first, last, pdd_histogram=self.pdd_histogram)
+        for row in rows:
+            m, g, reason, calls, answered, talk, short, pdd_n, pdd_sum = row[:9]
             s = minutes[m].get(g)
             if s is None:
                 s = minutes[m][g] = GroupStats()
@@ -152,7 +156,8 @@ class SlidingStats(StatsCache):
             if pdd_n:
                 s.pdd_n += pdd_n
                 s.pdd_sum += pdd_sum
-                s.pdd_hist = list(map(add, s.pdd_hist, hist))
+                if self.pdd_histogram:
+                    s.pdd_hist = list(map(add, s.pdd_hist, row[9:]))
             s.by_reason[reason] = [calls, answered]
         return minutes
 

@@ -229,7 +229,12 @@ class Selector:
     def count(self, s: "GroupStats") -> int:
         """Calls of the group this selector counts."""
         if self.kind == "class":
-            return s.count_where(self.matches)
+            classes = self.values
+            n = 0
+            for k, slot in s.by_reason.items():
+                if 100 <= k <= 699 and k // 100 in classes:
+                    n += slot[0]
+            return n
         by_reason = s.by_reason
         n = 0
         for v in self.values:

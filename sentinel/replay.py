@@ -33,7 +33,8 @@ class Replayer:
             self.scratch.add_silence(s["rule_id"], s.get("grp"), s["starts_ms"], s["ends_ms"],
                                      s.get("reason", "test"), s.get("created_by", "test"))
         self.manager = AlertManager(self.scratch)
-        self.cache = SlidingStats(store)
+        self.cache = SlidingStats(store, pdd_histogram=any(
+            r.measure.kpi == "pdd_p95" for r in rules))
         self.episodes: list[Episode] = []
         self._open: dict[tuple[str, str], Episode] = {}
 

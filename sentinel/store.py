@@ -310,11 +310,14 @@ class Store:
         return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(r[8:]))
                 for r in cur]
 
-    def rollup_tuples(self, dim: str, first_minute: int, last_minute: int) -> Iterator[tuple]:
+    def rollup_tuples(self, dim: str, first_minute: int, last_minute: int, *,
+                      pdd_histogram: bool = True) -> Iterator[tuple]:
         """Raw rollup rows (minute, grp, end_reason, sums...) of minutes
-        [first, last]: what a sliding window adds and takes back as it moves."""
+        [first, last]: what a sliding window adds and takes back as it moves.
+        Without `pdd_histogram` the twelve histogram columns are left out."""
+        sums = _ROLLUP_SUMS if pdd_histogram else _ROLLUP_SUMS[:6]
         return self.db.conn.execute(
-            f"SELECT minute, grp, end_reason, {', '.join(_ROLLUP_SUMS)} FROM rollup "
+            f"SELECT minute, grp, end_reason, {', '.join(sums)} FROM rollup "
             f"WHERE dim = ? AND minute BETWEEN ? AND ?", (dim, first_minute, last_minute))
 
     def latest_minute(self) -> int | None:
