@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BENCH_START_MS, Timer, machine, write_export_files  # noqa: E402
+from sentinel.bulk import import_files  # noqa: E402
 from sentinel.config import default_rules_dir  # noqa: E402
 from sentinel.engine import RuleEngine  # noqa: E402
 from sentinel.evaluate import evaluate  # noqa: E402
@@ -68,6 +69,12 @@ def run(work: Path, args) -> None:
         again = sum(store.ingest("files", b.cdrs).new
                     for b in FilesSource("again", work / "drop", settle_seconds=0).pull(store, 0))
     print(f"re-ingest of the same files: {again} new (idempotent), {t.seconds:.2f} s")
+
+    bulk_db = work / "bulk.db"
+    with Timer() as t:
+        report = import_files(str(bulk_db), work / "drop", workers=2, settle_seconds=0)
+    print(f"bulk import (`sentinel import`, 2 processes): {report.new} CDRs in {t.seconds:.2f} s "
+          f"= {report.new / t.seconds:,.0f} CDRs/s")
 
     loaded = load_rules(default_rules_dir())
     engine = RuleEngine(loaded.rules)

@@ -231,6 +231,26 @@ def format_tuning(report: dict, tz) -> str:
     return "\n".join(lines)
 
 
+# -- bulk import --------------------------------------------------------------
+
+def cmd_import(args) -> int:
+    from .bulk import import_files
+    cfg = _config(args)
+    if not Path(args.folder).is_dir():
+        print(f"sentinel: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    report = import_files(cfg.store, args.folder, source_name=args.source,
+                          workers=args.workers, settle_seconds=args.settle)
+    secs = time.perf_counter() - t0
+    for p in report.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    rate = f", {report.new / secs:,.0f} CDRs/s" if secs and report.new else ""
+    print(f"imported {report.files} files: {report.new} new CDRs, {report.duplicates} already "
+          f"stored, {report.bad_rows} bad rows, in {secs:.1f} s{rate}")
+    return 0
+
+
 # -- rule tests ---------------------------------------------------------------
 
 def cmd_test(args) -> int:
@@ -366,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="sources, rules and alerts as the store sees them")
     st.set_defaults(func=cmd_status)
+
+    im = sub.add_parser("import", help="bulk-load a folder of VOS3000 export files, on every core")
+    im.add_argument("folder")
+    im.add_argument("--source", default="files",
+                    help="the files source whose record of read files to use (default: files)")
+    im.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    im.add_argument("--settle", type=float, default=5.0,
+                    help="skip files modified less than this many seconds ago")
+    im.set_defaults(func=cmd_import)
 
     t = sub.add_parser("test", help="run the rule tests (*.test.toml) against the rules")
     t.add_argument("path", nargs="?", help="a test file or folder (default: the rules folder)")

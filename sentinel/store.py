@@ -212,13 +212,21 @@ class Store:
         rows = [_row(c, source) for c in cdrs]
         result = IngestResult(received=len(rows))
         conn = self.db.conn
+        # The costly Python work happens before the write lock, on a read of
+        # which rows look new; inside, the check is repeated and only a batch
+        # that changed meanwhile (another writer) is summed again. Several
+        # processes importing files thus overlap all but the SQLite writes.
+        guess = self._new_rows(rows)
+        guess_deltas = _rollup_deltas(guess)
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 fresh = self._new_rows(rows)
                 if fresh:
                     conn.executemany(_INSERT_CDR, fresh)
-                    conn.executemany(_UPSERT_ROLLUP, _rollup_deltas(fresh))
+                    same = len(fresh) == len(guess) and all(
+                        a[0] == b[0] for a, b in zip(fresh, guess))
+                    conn.executemany(_UPSERT_ROLLUP, guess_deltas if same else _rollup_deltas(fresh))
                     result.minutes_touched = len({r[3] for r in fresh})
                 result.new = len(fresh)
                 result.duplicates = result.received - result.new

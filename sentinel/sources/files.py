@@ -116,23 +116,28 @@ class FilesSource:
 
     def pull(self, store, now_ms: int) -> Iterator[Batch]:
         for p in self.pending_files(store):
-            st = p.stat()
-            cdrs, problems, bad = [], [], 0
-            try:
-                for line, item in read_cdr_file(p, self.columns):
-                    if isinstance(item, CDRError):
-                        bad += 1
-                        if len(problems) < MAX_PROBLEMS_LISTED:
-                            problems.append(f"{p}:{line}: {item}")
-                    else:
-                        cdrs.append(item)
-            except (OSError, EOFError, csv.Error, UnicodeError) as e:
-                problems.append(f"{p}: cannot read: {e}")
-                bad += 1
-            if bad > len(problems):
-                problems.append(f"{p}: ... and {bad - len(problems)} more bad rows")
-            yield Batch(cdrs=cdrs, file_mark=(p.name, st.st_size, st.st_mtime_ns, len(cdrs), bad),
-                        problems=problems, label=f"{p.name}: {len(cdrs)} rows, {bad} bad")
+            yield self.read(p)
+
+    def read(self, p: Path) -> Batch:
+        """One file as one batch: its good rows, and its bad ones reported
+        with file, line and field. Never raises for bad content."""
+        st = p.stat()
+        cdrs, problems, bad = [], [], 0
+        try:
+            for line, item in read_cdr_file(p, self.columns):
+                if isinstance(item, CDRError):
+                    bad += 1
+                    if len(problems) < MAX_PROBLEMS_LISTED:
+                        problems.append(f"{p}:{line}: {item}")
+                else:
+                    cdrs.append(item)
+        except (OSError, EOFError, csv.Error, UnicodeError) as e:
+            problems.append(f"{p}: cannot read: {e}")
+            bad += 1
+        if bad > len(problems):
+            problems.append(f"{p}: ... and {bad - len(problems)} more bad rows")
+        return Batch(cdrs=cdrs, file_mark=(p.name, st.st_size, st.st_mtime_ns, len(cdrs), bad),
+                     problems=problems, label=f"{p.name}: {len(cdrs)} rows, {bad} bad")
 
 
 def write_cdr_file(path: Path, records: list[dict], *, header: bool = True,
