@@ -45,6 +45,15 @@ SOURCE_KINDS = {
 }
 
 
+def reject_unknown_options(options: dict, known: dict) -> None:
+    """A source built from options (not only through the config loader, which
+    checks too) refuses keys it does not know, naming them."""
+    unknown = set(options) - set(known)
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r}; known: "
+                         + ", ".join(sorted(known)))
+
+
 def source_class(kind: str):
     if kind not in SOURCE_KINDS:
         raise KeyError(kind)

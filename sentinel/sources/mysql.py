@@ -49,7 +49,7 @@ from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..cdr import CDRError
-from . import Batch, SourceError
+from . import Batch, SourceError, reject_unknown_options
 from .incremental import (FUTURE_SLACK_MS, SourceHealth, iso_ms, local_date, parse_seconds,
                           saved_stop)
 
@@ -225,10 +225,7 @@ class MySQLSource:
     @classmethod
     def from_options(cls, name: str, options: dict, base_dir=None) -> "MySQLSource":
         o = dict(options)
-        unknown = set(o) - set(cls.OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}; known: "
-                             + ", ".join(sorted(cls.OPTIONS)))
+        reject_unknown_options(o, cls.OPTIONS)
         user = o.get("user")
         if not isinstance(user, str) or not user:
             raise ValueError("option 'user' is required: the read-only MySQL account "

@@ -43,7 +43,7 @@ from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..cdr import CDR, CDRError, canonical_keys, cdr_from_record
-from . import Batch, SourceError
+from . import Batch, SourceError, reject_unknown_options
 from .incremental import (FUTURE_SLACK_MS, SourceHealth, iso_ms, local_date, parse_seconds,
                           saved_stop)
 
@@ -123,10 +123,7 @@ class VosApiSource:
     @classmethod
     def from_options(cls, name: str, options: dict, base_dir=None) -> "VosApiSource":
         o = dict(options)
-        unknown = set(o) - set(cls.OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}; known: "
-                             + ", ".join(sorted(cls.OPTIONS)))
+        reject_unknown_options(o, cls.OPTIONS)
         url = o.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError("option 'url' is required: the Web API address, "
