@@ -54,6 +54,7 @@ def cmd_check(args) -> int:
     if args.path is None:
         try:
             cfg = _config(args)
+            _check_sections(cfg)
             print(f"config: {cfg.path or '(defaults)'} ok")
         except ConfigError as e:
             print(f"config: {e}", file=sys.stderr)
@@ -71,6 +72,24 @@ def cmd_check(args) -> int:
         from .engine import RuleEngine
         RuleEngine(loaded.rules).close()      # compiles: durable_rules accepts them
     return 0 if ok else 1
+
+
+def _check_sections(cfg: Config) -> None:
+    """The [slack] and [bot] tables, and every source's options, as their
+    modules read them: a typo fails `sentinel check`, not the daemon later."""
+    from .app import build_source
+    for sc in cfg.sources:
+        build_source(sc)
+    where = cfg.path or "config"
+    try:
+        if cfg.slack:
+            from .notifiers.slack import SlackSettings
+            SlackSettings.from_config(cfg.slack)
+        if cfg.bot:
+            from .bot import BotSettings
+            BotSettings.from_table(cfg.bot)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 # -- run --------------------------------------------------------------------

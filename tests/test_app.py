@@ -226,3 +226,21 @@ def test_an_error_no_retry_can_fix_is_reported_and_given_up(tmp_path):
     assert any("channel_not_found" in p for p in problems)
     assert a.store.pending_notifications() == []                 # not retried forever
     assert a.store.undeliverable()[0]["error"] == "channel_not_found: #noc-alerts"
+
+
+def test_a_source_down_longer_than_alert_after_raises_source_health(tmp_path):
+    write_rules(tmp_path / "rules")
+    rec = Recorder()
+    broken = BrokenSource()
+    broken.alert_after_s = 300
+    a = app(tmp_path, [broken], rec, [])
+    for minute in range(0, 5):
+        a.cycle(NOW_MS + minute * 60000)
+    assert rec.sent == []                                   # 4 minutes down: not yet
+    a.cycle(NOW_MS + 5 * 60000)
+    [note] = rec.sent
+    assert (note["kind"], note["rule_id"], note["grp"]) == ("firing", "source-health", "broken")
+    assert "not delivering" in note["payload"]["title"]
+    broken.down = False
+    a.cycle(NOW_MS + 6 * 60000)
+    assert [(n["kind"], n["rule_id"]) for n in rec.sent][-1] == ("resolved", "source-health")

@@ -127,3 +127,15 @@ def test_run_daemon_cycles_at_once_and_stops_cleanly_on_sigterm(tmp_path):
             p.kill()
     assert "sentinel stopped" in p.stderr.read()
     assert Store(tmp_path / "s.db").count_cdrs() == 30
+
+
+def test_check_validates_slack_bot_and_source_tables(tmp_path):
+    (tmp_path / "sentinel.toml").write_text('[slack]\ndefault_chanel = "#noc"\n')
+    r = sentinel("check", cwd=tmp_path)
+    assert r.returncode == 1 and "default_chanel" in r.stderr
+    (tmp_path / "sentinel.toml").write_text('[bot]\nport = "three thousand"\n')
+    r = sentinel("check", cwd=tmp_path)
+    assert r.returncode == 1 and "port" in r.stderr
+    (tmp_path / "sentinel.toml").write_text('[[source]]\nkind = "mysql"\nhost = "db"\n')
+    r = sentinel("check", cwd=tmp_path)
+    assert r.returncode != 0 and "user" in r.stderr
