@@ -25,6 +25,7 @@ from .config import Config, ConfigError, load_config
 from .notifiers import build_notifier
 from .notifiers.terminal import fmt_time
 from .rules import load_rules
+from .sources import SourceError
 
 log = logging.getLogger("sentinel")
 
@@ -270,6 +271,30 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_backfill(args) -> int:
+    from .bulk import backfill
+    cfg = _config(args)
+    sc = next((s for s in cfg.sources if s.name == args.source), None)
+    if sc is None:
+        print(f"sentinel: no source named {args.source!r} in the config", file=sys.stderr)
+        return 2
+    start = _parse_time(args.start, cfg.tz)
+    end = _parse_time(args.end, cfg.tz)
+    t0 = time.perf_counter()
+    try:
+        report = backfill(cfg.store, sc, start, end, workers=args.workers)
+    except (ValueError, SourceError) as e:
+        print(f"sentinel: {e}", file=sys.stderr)
+        return 1
+    secs = time.perf_counter() - t0
+    for p in report.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    rate = f", {report.new / secs:,.0f} CDRs/s" if secs and report.new else ""
+    print(f"backfilled {sc.name}: {report.new} new CDRs, {report.duplicates} already stored, "
+          f"in {secs:.1f} s{rate}")
+    return 0
+
+
 # -- rule tests ---------------------------------------------------------------
 
 def cmd_test(args) -> int:
@@ -414,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--settle", type=float, default=5.0,
                     help="skip files modified less than this many seconds ago")
     im.set_defaults(func=cmd_import)
+
+    bf = sub.add_parser("backfill", help="load a period from a database source, on every core")
+    bf.add_argument("source", help="the name of a [[source]] (kind mysql)")
+    bf.add_argument("--from", dest="start", required=True, help="start, e.g. 2026-11-20T00:00")
+    bf.add_argument("--to", dest="end", required=True, help="end, e.g. 2026-11-21T00:00")
+    bf.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    bf.set_defaults(func=cmd_backfill)
 
     t = sub.add_parser("test", help="run the rule tests (*.test.toml) against the rules")
     t.add_argument("path", nargs="?", help="a test file or folder (default: the rules folder)")

@@ -445,8 +445,25 @@ class MySQLSource:
             return None
         return {"stop_ms": stop_ms, "table": table}
 
+    def read_range(self, start_ms: int, end_ms: int) -> Iterator[Batch]:
+        """Every row stopping in [start_ms, end_ms), table by table, without
+        touching the watermark: what `sentinel backfill` hands each process.
+        Bad rows are reported as in `pull`; a failure raises SourceError."""
+        table = None
+        try:
+            conn = self._connection()
+            for table, columns in self.plan(conn, start_ms, end_ms):
+                for batch, _stop, _bad in self._stream(conn, table, columns, start_ms,
+                                                      end_ms, until=end_ms):
+                    yield batch
+        except (self.driver.Error, OSError) as e:
+            self._discard()
+            where = f"table {table}: " if table else ""
+            raise SourceError(f"{self.label}: {where}backfill: "
+                              f"{_explain(e, self.user, self.password_env)}") from None
+
     def _stream(self, conn, table: str, columns: list[str], since: int,
-                limit: int) -> Iterator[tuple[Batch, int | None, int]]:
+                limit: int, until: int | None = None) -> Iterator[tuple[Batch, int | None, int]]:
         """(batch, stoptime reached, bad rows) per chunk of `table`.
 
         The stoptime reached is the chunk's last stoptime not after `limit`:
@@ -454,8 +471,9 @@ class MySQLSource:
         it has been read. A garbage stoptime in the future never counts.
         """
         cols = ", ".join(f"`{c}`" for c in columns)
+        bound = " AND stoptime < %s" if until is not None else ""
         sql = (f"SELECT {cols} FROM `{self.database}`.`{table}` "
-               f"WHERE stoptime >= %s ORDER BY stoptime, flowno")
+               f"WHERE stoptime >= %s{bound} ORDER BY stoptime, flowno")
         keys = tuple(columns)
         stop_i = keys.index("stoptime")
         convert = RowParser(keys)
@@ -463,7 +481,7 @@ class MySQLSource:
         cur = conn.cursor(self.driver.sscursor)
         finished = False
         try:
-            cur.execute(sql, (since,))
+            cur.execute(sql, (since,) if until is None else (since, until))
             n = self.batch_rows
             while True:
                 rows = cur.fetchmany(n)
