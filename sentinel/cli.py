@@ -262,13 +262,17 @@ def cmd_import(args) -> int:
     t0 = time.perf_counter()
     report = import_files(cfg.store, args.folder, source_name=args.source,
                           workers=args.workers, settle_seconds=args.settle)
-    secs = time.perf_counter() - t0
+    _print_load(f"imported {report.files} files", report, time.perf_counter() - t0)
+    return 0
+
+
+def _print_load(what: str, report, secs: float) -> None:
+    """The summary of a bulk load, its bad rows on stderr."""
     for p in report.problems:
         print(f"warning: {p}", file=sys.stderr)
     rate = f", {report.new / secs:,.0f} CDRs/s" if secs and report.new else ""
-    print(f"imported {report.files} files: {report.new} new CDRs, {report.duplicates} already "
-          f"stored, {report.bad_rows} bad rows, in {secs:.1f} s{rate}")
-    return 0
+    print(f"{what}: {report.new} new CDRs, {report.duplicates} already stored, "
+          f"{report.bad_rows} bad rows, in {secs:.1f} s{rate}")
 
 
 def cmd_backfill(args) -> int:
@@ -286,12 +290,7 @@ def cmd_backfill(args) -> int:
     except (ValueError, SourceError) as e:
         print(f"sentinel: {e}", file=sys.stderr)
         return 1
-    secs = time.perf_counter() - t0
-    for p in report.problems:
-        print(f"warning: {p}", file=sys.stderr)
-    rate = f", {report.new / secs:,.0f} CDRs/s" if secs and report.new else ""
-    print(f"backfilled {sc.name}: {report.new} new CDRs, {report.duplicates} already stored, "
-          f"in {secs:.1f} s{rate}")
+    _print_load(f"backfilled {sc.name}", report, time.perf_counter() - t0)
     return 0
 
 
