@@ -26,6 +26,7 @@ from typing import Any
 import durable_rules_engine
 from durable.engine import Host, MessageNotHandledException
 
+from .metrics import Measure
 from .rules import Clause, Rule
 
 MAX_RULES_PER_RULESET = 48
@@ -144,6 +145,19 @@ def rule_condition(rule: Rule) -> dict:
     return terms[0] if len(terms) == 1 else {"$and": terms}
 
 
+def fields_read(rules: list[Rule]) -> dict[str, Measure]:
+    """Field name -> measure, for every field the rules' facts must carry:
+    each rule's measure and, for a share, the count behind it (read by
+    `count` clauses and by the candidate gates)."""
+    out: dict[str, Measure] = {}
+    for r in rules:
+        out[r.measure.field] = r.measure
+        if r.measure.op == "share":
+            m = Measure(op="count", selector=r.measure.selector)
+            out[m.field] = m
+    return out
+
+
 @dataclass
 class CompiledRuleset:
     name: str
@@ -169,6 +183,13 @@ class RuleEngine:
         keys: dict[tuple, list[Rule]] = {}
         for r in rules:
             keys.setdefault(r.fact_key, []).append(r)
+        # What each key's facts carry, and what its gates read: fixed once
+        # the rules are compiled, so not recomputed every evaluation.
+        self._fields = {key: fields_read(krules) for key, krules in keys.items()}
+        self._gate_fields = {
+            key: [(f, self._fields[key][f]) for f in
+                  sorted({f for r in krules for f in candidate_gate(r)[1]})]
+            for key, krules in keys.items()}
         for k_index, (key, krules) in enumerate(keys.items()):
             for c_index in range(0, len(krules), MAX_RULES_PER_RULESET):
                 chunk = krules[c_index:c_index + MAX_RULES_PER_RULESET]
@@ -187,9 +208,13 @@ class RuleEngine:
     def fact_keys(self) -> list[tuple]:
         return list(self._by_key)
 
-    def gate_fields(self, key: tuple) -> set[str]:
-        """The fact fields the candidate gates of a key read, beyond calls."""
-        return {f for rs in self._by_key[key] for r in rs.rules for f in candidate_gate(r)[1]}
+    def fields(self, key: tuple) -> dict[str, Measure]:
+        """Field name -> measure, for every field the facts of a key carry."""
+        return self._fields[key]
+
+    def gate_fields(self, key: tuple) -> list[tuple[str, Measure]]:
+        """(field, measure) the candidate gates of a key read, beyond calls."""
+        return self._gate_fields[key]
 
     def is_candidate(self, key: tuple, probe: dict) -> bool:
         for rs in self._by_key[key]:

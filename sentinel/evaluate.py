@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .engine import RuleEngine
-from .metrics import GroupStats, Measure, group_stats
+from .metrics import GroupStats, group_stats
 from .rules import Baseline, Rule
 from .store import Store
 
@@ -85,19 +85,6 @@ class StatsCache:
         if key not in self._cache:
             self._cache[key] = group_stats(self.store.window_rollups(dim, start, end))
         return self._cache[key]
-
-
-def measures_read(rules: list[Rule]) -> dict[str, Measure]:
-    """Field name -> measure, for every field the rules' conditions read."""
-    out: dict[str, Measure] = {}
-    for r in rules:
-        out[r.measure.field] = r.measure
-        if r.measure.op == "share":
-            # the count behind a share: read by `count` clauses and by the
-            # engine's candidate gates
-            m = Measure(op="count", selector=r.measure.selector)
-            out[m.field] = m
-    return out
 
 
 class SlidingStats(StatsCache):
@@ -227,8 +214,8 @@ def evaluate(store: Store, engine: RuleEngine, now_ms: int,
         groups |= kept_open
         if dim == "global":
             groups.add(GLOBAL_GROUP)
-        measures = measures_read(rules)
-        gate_fields = [(f, measures[f]) for f in engine.gate_fields(key)]
+        measures = engine.fields(key)
+        gate_fields = engine.gate_fields(key)
         facts = []
         per_group: dict[str, tuple[GroupStats, dict, dict]] = {}
         for g in groups:

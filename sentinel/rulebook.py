@@ -22,7 +22,6 @@ class RuleBook:
         self._rules: dict[str, list[Rule]] = {}     # file -> its last good rules
         self.errors: dict[str, RuleError] = {}       # file -> its current error
         self.engine: RuleEngine | None = None
-        self.generation = 0
 
     @property
     def rules(self) -> dict[str, Rule]:
@@ -95,6 +94,5 @@ class RuleBook:
                 self.errors[r.file] = e
         old = self.engine
         self.engine = RuleEngine(merged)
-        self.generation += 1
         if old is not None:
             old.close()

@@ -7,7 +7,7 @@ import logging
 import re
 from datetime import date, datetime, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 log = logging.getLogger("sentinel.sources")
 
@@ -24,6 +24,15 @@ def parse_seconds(value: Any, key: str) -> int:
         raise ValueError(f"option {key!r}: expected a duration such as \"30s\", \"5m\" "
                          f"or \"1h\", got {value!r}")
     return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def check_zone(value: str, key: str) -> str:
+    """A time zone name, or ValueError naming the option."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"option {key!r}: unknown time zone {value!r}") from None
+    return value
 
 
 def iso_ms(ms: int | None) -> str:

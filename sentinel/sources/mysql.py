@@ -46,12 +46,12 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from ..cdr import CDRError
 from . import Batch, SourceError, reject_unknown_options
-from .incremental import (FUTURE_SLACK_MS, SourceHealth, iso_ms, local_date, parse_seconds,
-                          saved_stop)
+from .incremental import (FUTURE_SLACK_MS, SourceHealth, check_zone, iso_ms, local_date,
+                          parse_seconds, saved_stop)
 
 from ..cdr import RowParser   # the fast positional parser; same CDRs, same CDRErrors
 
@@ -252,11 +252,7 @@ class MySQLSource:
             raise ValueError(f"option 'driver': expected auto, mysqlclient or pymysql, "
                              f"got {kw['driver']!r}")
         if "table_timezone" in kw:
-            try:
-                ZoneInfo(kw["table_timezone"])
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"option 'table_timezone': unknown time zone "
-                                 f"{kw['table_timezone']!r}") from None
+            check_zone(kw["table_timezone"], "table_timezone")
         for key, default in (("overlap", "2m"), ("backfill", "1h"), ("connect_timeout", "10s"),
                              ("read_timeout", "10m"), ("retry_min", "30s"),
                              ("retry_max", "10m"), ("alert_after", "5m")):

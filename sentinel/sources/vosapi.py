@@ -40,12 +40,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from ..cdr import CDR, CDRError, canonical_keys, cdr_from_record
 from . import Batch, SourceError, reject_unknown_options
-from .incremental import (FUTURE_SLACK_MS, SourceHealth, iso_ms, local_date, parse_seconds,
-                          saved_stop)
+from .incremental import (FUTURE_SLACK_MS, SourceHealth, check_zone, iso_ms, local_date,
+                          parse_seconds, saved_stop)
 
 log = logging.getLogger("sentinel.sources.vosapi")
 
@@ -142,11 +142,7 @@ class VosApiSource:
                     raise ValueError(f"option {key!r}: expected a non-empty string")
                 kw[key] = o[key]
         if "server_timezone" in kw:
-            try:
-                ZoneInfo(kw["server_timezone"])
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"option 'server_timezone': unknown time zone "
-                                 f"{kw['server_timezone']!r}") from None
+            check_zone(kw["server_timezone"], "server_timezone")
         if "accounts_per_request" in o:
             n = o["accounts_per_request"]
             if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10000:
